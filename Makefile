@@ -1,0 +1,82 @@
+# sakura_uring: every target installs what it needs on first use, and is quick after.
+#   make demo   the main job: a chain benchmark with counted system calls
+#   make test   the test suite against the real kernel
+SHELL := /bin/bash
+PY    ?= python3
+VENV  := .venv
+VPY   := $(VENV)/bin/python
+CACHE := $(abspath .cache)
+HDRS  := $(CACHE)/kernel-headers
+# Debian packages: liburing for the binding, bcc + headers for tracing, gcc to build
+DEB_PKGS := liburing-dev python3-bpfcc linux-headers-amd64 gcc libc6-dev
+NATIVE_SRC := sakura_uring/_native/shim.c sakura_uring/_native/shim.h sakura_uring/_native/build.py
+NATIVE_SO  := $(VENV)/.native-built
+export BCC_KERNEL_SOURCE := $(HDRS)
+
+.PHONY: demo test bench setup debs venv bcc mounts clean
+
+demo: setup
+	$(VPY) -m sakura_uring.bench chains --quick
+
+test: setup
+	$(VPY) -m pytest -q tests
+
+bench: setup
+	$(VPY) -m sakura_uring.bench chains
+
+setup: debs venv bcc mounts
+
+# apt-get only when a package is missing (dpkg-query is fast)
+debs:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing Debian packages:$$missing"; \
+	  [ "$$(id -u)" = 0 ] || { echo "need root to apt-get install$$missing" >&2; exit 1; }; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(NATIVE_SO)
+
+$(VPY):
+	@echo ">> creating $(VENV)"
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q "setuptools>=61" wheel "cffi>=1.15" "pytest>=7" "hypothesis>=6" "matplotlib>=3.6"
+
+# the cffi extension is built by the package build, never at import time
+$(NATIVE_SO): $(VPY) $(NATIVE_SRC) pyproject.toml setup.py
+	@echo ">> building sakura_uring (cffi extension against liburing)"
+	$(VPY) -m pip install -q --no-build-isolation --no-deps -e .
+	@touch $@
+
+# bcc: expose only Debian's pure-Python bcc package to the venv, and give it a merged
+# header tree (this kernel has no headers package of its own; never touch /lib/modules)
+bcc: $(VENV)/.bcc-linked $(HDRS)/.done
+
+$(VENV)/.bcc-linked: $(VPY)
+	@mkdir -p $(CACHE)/bcc-path
+	@ln -sfn /usr/lib/python3/dist-packages/bcc $(CACHE)/bcc-path/bcc
+	@site=$$($(VPY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  echo "$(CACHE)/bcc-path" > $$site/sakura-bcc.pth
+	@touch $@
+
+$(HDRS)/.done:
+	@common=$$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -1); \
+	arch=$$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | grep -v cloud | sort -V | tail -1); \
+	[ -n "$$common" ] && [ -n "$$arch" ] || { echo "no Debian kernel headers under /usr/src" >&2; exit 1; }; \
+	echo ">> merging $$common and $$arch into $(HDRS)"; \
+	rm -rf $(HDRS) && mkdir -p $(HDRS) && \
+	cp -as $$common/. $(HDRS)/ && cp -asn $$arch/. $(HDRS)/ && touch $@
+
+# bcc reads /sys/kernel/debug; tracefs is needed for tracepoints
+mounts:
+	@mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug || \
+	  echo "warning: could not mount debugfs at /sys/kernel/debug (bcc needs it)" >&2
+	@mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing || \
+	  echo "warning: could not mount tracefs at /sys/kernel/tracing" >&2
+
+clean:
+	rm -rf $(VENV) $(CACHE) build *.egg-info sakura_uring/_native/_sakura*.so sakura_uring/_native/_sakura.c

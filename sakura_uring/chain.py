@@ -1,0 +1,524 @@
+"""Chain: the description of a handler's system calls and how their data flows.
+
+A chain is built without a ring. Each step method validates its arguments at once (so
+bad input never reaches the kernel) and returns a typed handle:
+
+    Fixed       a direct-file slot filled by openat/accept/socket; later steps take it and
+                get IOSQE_FIXED_FILE automatically (the slot number is chosen by the ring
+                when the chain is laid, so every step that names it sees the same number)
+    BufferStep  a read/recv/statx whose bytes land in a buffer; write/send take it as data
+    Step        any other step, for indexing results: result[handle]
+
+`Chain._freeze()` packs the steps into the compact description the native layer lays
+into the SQ (struct sk_step in _native/shim.h) in one C call.
+"""
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+import socket as _socket
+import struct
+from dataclasses import dataclass, field
+
+from . import ops as _ops
+from .errors import ChainError
+
+MAX_RW = 0x7FFFF000          # the kernel's MAX_RW_COUNT: one read/write moves at most this
+MAX_PATH = 4095              # PATH_MAX without the terminating NUL
+MAX_STEPS = 4096             # a chain this long would not fit any sensible ring anyway
+ARENA_INLINE = 64 * 1024     # data up to this size is copied into the chain's arena
+STATX_SIZE = 256
+
+# struct sk_step, see _native/shim.h (64 bytes)
+STEP_STRUCT = struct.Struct("<BBBBiIIQQQiiBBBBIQ")
+assert STEP_STRUCT.size == 64
+
+FD_NONE, FD_PLAIN, FD_LOCAL_SLOT, FD_RING_SLOT = 0, 1, 2, 3
+ADDR_VALUE, ADDR_ARENA, ADDR_BUFFER = 0, 1, 2
+TIMEOUT_NONE, TIMEOUT_REL, TIMEOUT_ABS = 0, 1, 2
+
+
+class Link(enum.IntEnum):
+    """How each step of a chain is tied to the next."""
+    NONE = 0   # independent requests published together; each runs on its own
+    SOFT = 1   # IOSQE_IO_LINK: a failed (or short) step cancels the rest (default)
+    HARD = 2   # IOSQE_IO_HARDLINK: the rest runs even after a failure
+
+
+class Step:
+    """Handle of one step in a chain; use it to index the ChainResult."""
+    __slots__ = ("chain", "index", "op")
+
+    def __init__(self, chain: "Chain | None", index: int | None, op: str | None):
+        self.chain = chain
+        self.index = index
+        self.op = op
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} step {self.index} ({self.op})>"
+
+
+class Fixed(Step):
+    """A direct (registered) file slot.
+
+    Made by Chain.openat/accept/socket (a slot that lives as long as the chain) or by
+    Ring.register_file (a slot that lives until Ring.unregister_file)."""
+    __slots__ = ("slot", "ring")
+
+    def __init__(self, chain, index, op, slot: int, ring=None):
+        super().__init__(chain, index, op)
+        self.slot = slot
+        self.ring = ring
+
+    def __repr__(self) -> str:
+        if self.ring is not None:
+            return f"<Fixed ring slot {self.slot}>"
+        return f"<Fixed chain slot {self.slot} from step {self.index} ({self.op})>"
+
+
+class BufferStep(Step):
+    """A step whose bytes land in a buffer (read, recv, statx)."""
+    __slots__ = ("buffer", "length", "exact")
+
+    def __init__(self, chain, index, op, buffer: int, length: int, exact: bool):
+        super().__init__(chain, index, op)
+        self.buffer = buffer
+        self.length = length
+        self.exact = exact   # a short result breaks a SOFT link, so the bytes are all there
+
+
+@dataclass
+class _StepInfo:
+    op: _ops.Op
+    handle: Step
+    fields: list               # STEP_STRUCT fields except link/timeout (filled at freeze)
+    length: int = 0            # requested transfer length (short-result detection)
+    buffer: int = -1           # local buffer this step fills
+    fills_slot: int = -1       # local slot this step fills
+    closes_slot: int = -1      # local slot this step closes
+    exact: bool = False        # a short result is a failure for a link (read, write, ...)
+    timeout: float | None = None
+
+
+@dataclass
+class Frozen:
+    """What the ring needs to lay one chain; immutable, shared by every run of it."""
+    packed: bytes
+    arena: bytes
+    nsteps: int
+    total: int                   # SQEs = CQEs, linked timeouts included
+    step_pos: tuple              # step index -> SQE position of the step
+    timeout_pos: tuple           # step index -> SQE position of its timeout, or -1
+    nslots: int
+    buffers: tuple               # local buffer index -> length
+    ring_slots: tuple            # ring-registered Fixed handles used
+    opcodes: frozenset
+    ntimeouts: int
+    uses_deadline: bool
+    steps: tuple                 # _StepInfo per step
+    pins: tuple                  # large data objects that must outlive the chain
+    slot_fill_pos: tuple         # local slot -> SQE position of the step that fills it
+    slot_close_pos: tuple        # local slot -> SQE positions of steps that close it
+    cdata: object = field(default=None, repr=False)   # native views, made by the ring
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ChainError(f"{name} = {value} is out of range [{lo}, {hi}]")
+    return value
+
+
+def _check_timeout(timeout) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be seconds as a number, not {type(timeout).__name__}")
+    if not timeout > 0 or timeout != timeout:
+        raise ChainError(f"timeout must be > 0 seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def sockaddr(address) -> bytes:
+    """Pack an address the way the kernel wants it: (host, port) for IPv4/IPv6 (numeric
+    hosts only: no DNS lookups inside a chain), a str/bytes path for AF_UNIX."""
+    if isinstance(address, tuple):
+        if len(address) < 2:
+            raise ChainError(f"address {address!r} must be (host, port)")
+        host, port = address[0], address[1]
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, not {type(host).__name__}")
+        _check_int("port", port, 0, 65535)
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise ChainError(f"host {host!r} is not a numeric address; resolve it first "
+                             f"with socket.getaddrinfo()") from None
+        if ip.version == 4:
+            return struct.pack("=H", _socket.AF_INET) + struct.pack("!H", port) + ip.packed + bytes(8)
+        flow = address[2] if len(address) > 2 else 0
+        scope = address[3] if len(address) > 3 else 0
+        return (struct.pack("=H", _socket.AF_INET6) + struct.pack("!HI", port, flow)
+                + ip.packed + struct.pack("=I", scope))
+    if isinstance(address, (str, bytes, os.PathLike)):
+        path = os.fsencode(address)
+        if len(path) > 107:
+            raise ChainError(f"AF_UNIX path is {len(path)} bytes; the limit is 107")
+        abstract = path[:1] == b"\0"
+        return struct.pack("=H", _socket.AF_UNIX) + path + (b"" if abstract else b"\0")
+    raise TypeError(f"address must be (host, port) or an AF_UNIX path, not {type(address).__name__}")
+
+
+class Chain:
+    """System calls that run one after another in the kernel, sharing fds and buffers.
+
+        chain = Chain()
+        f = chain.openat("/etc/hostname")
+        data = chain.read(f, 4096)
+        chain.close(f)
+        result = ring.run(chain)
+        result[data].data   # the bytes read
+
+    link: Link.SOFT (default) cancels the rest after a failure; Link.HARD keeps going;
+    Link.NONE makes the steps independent (a batch published in one go).
+    timeout: seconds for the whole chain, enforced by the kernel (linked timeouts with
+    an absolute deadline on every step that has no timeout of its own).
+    """
+
+    def __init__(self, *, link: Link = Link.SOFT, timeout: float | None = None):
+        if not isinstance(link, Link):
+            raise TypeError(f"link must be a sakura_uring.Link, not {type(link).__name__}")
+        self.link = link
+        self.timeout = _check_timeout(timeout)
+        self._steps: list[_StepInfo] = []
+        self._arena = bytearray()
+        self._nslots = 0
+        self._buffers: list[int] = []
+        self._ring_slots: list[Fixed] = []
+        self._pins: list = []
+        self._frozen: dict[bool, Frozen] = {}
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __repr__(self) -> str:
+        names = " -> ".join(s.op.name for s in self._steps) or "empty"
+        return f"<Chain {names} link={self.link.name}>"
+
+    @property
+    def steps(self) -> list[Step]:
+        return [s.handle for s in self._steps]
+
+    # -- argument kinds ------------------------------------------------------------
+    def _file(self, f, what: str = "file") -> tuple[int, int]:
+        if isinstance(f, Fixed):
+            if f.ring is not None:
+                self._ring_slots.append(f)
+                return FD_RING_SLOT, f.slot
+            if f.chain is not self:
+                raise ChainError(f"{f!r} belongs to another chain; a chain's slots live only "
+                                 f"as long as that chain")
+            return FD_LOCAL_SLOT, f.slot
+        if isinstance(f, Step):
+            raise TypeError(f"{what} must be a Fixed slot or an fd, not a {type(f).__name__} "
+                            f"(only openat/accept/socket steps yield files)")
+        if isinstance(f, int) and not isinstance(f, bool):
+            if f < 0:
+                raise ChainError(f"{what} fd {f} is negative")
+            return FD_PLAIN, f
+        fileno = getattr(f, "fileno", None)
+        if callable(fileno):
+            return FD_PLAIN, _check_int(f"{what}.fileno()", fileno(), 0, 2**31 - 1)
+        raise TypeError(f"{what} must be a Fixed slot, an int fd or an object with fileno(), "
+                        f"not {type(f).__name__}")
+
+    def _put(self, data: bytes) -> int:
+        off = len(self._arena)
+        self._arena += data
+        return off
+
+    def _path(self, path) -> int:
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise TypeError(f"path must be str, bytes or os.PathLike, not {type(path).__name__}")
+        raw = os.fsencode(path)
+        if b"\0" in raw:
+            raise ChainError(f"path {raw!r} contains a NUL byte")
+        if not raw:
+            raise ChainError("path is empty")
+        if len(raw) > MAX_PATH:
+            raise ChainError(f"path is {len(raw)} bytes; Linux paths are at most {MAX_PATH}")
+        return self._put(raw + b"\0")
+
+    def _data(self, data) -> tuple[int, int, int]:
+        """-> (addr_kind, addr, length)."""
+        if isinstance(data, BufferStep):
+            if data.chain is not self:
+                raise ChainError(f"{data!r} belongs to another chain")
+            if not data.exact:
+                raise ChainError(
+                    f"{data!r} may come back short, and a link cannot carry the byte count: "
+                    f"the step would send {data.length} bytes, some of them stale. Use "
+                    f"recv(..., waitall=True) so a short receive breaks the chain, or a kernel "
+                    f"handler to send exactly the bytes received")
+            return ADDR_BUFFER, data.buffer, data.length
+        if isinstance(data, Step):
+            raise TypeError(f"data must be bytes or a read/recv step, not {data!r}")
+        if isinstance(data, str):
+            raise TypeError("data must be bytes-like, not str (encode it first)")
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise TypeError(f"data must be bytes-like or a read/recv step, not "
+                            f"{type(data).__name__}") from None
+        raw = bytes(view)   # a private copy: the caller may change theirs while in flight
+        if len(raw) > MAX_RW:
+            raise ChainError(f"data is {len(raw)} bytes; one request moves at most {MAX_RW}")
+        if len(raw) <= ARENA_INLINE:
+            return ADDR_ARENA, self._put(raw), len(raw)
+        from ._native import ffi   # large data: pin it instead of copying it again
+        view = ffi.from_buffer(raw)
+        self._pins.append((raw, view))
+        return ADDR_VALUE, int(ffi.cast("uintptr_t", view)), len(raw)
+
+    def _add(self, name: str, fields: dict, timeout, handle_cls=Step, **extra) -> Step:
+        if len(self._steps) >= MAX_STEPS:
+            raise ChainError(f"a chain holds at most {MAX_STEPS} steps")
+        op = _ops.BY_NAME[name]
+        index = len(self._steps)
+        info = _StepInfo(op=op, handle=None, fields=[
+            op.opcode,
+            fields.get("fd_kind", FD_NONE), fields.get("addr_kind", ADDR_VALUE),
+            fields.get("fd", -1), fields.get("len", 0), fields.get("op_flags", 0),
+            fields.get("off", 0), fields.get("addr", 0), fields.get("addr2", 0),
+            fields.get("file_index", -1), fields.get("fd2", -1),
+            fields.get("fd2_kind", FD_NONE), fields.get("addr2_kind", ADDR_VALUE),
+            fields.get("mode", 0),
+        ], timeout=_check_timeout(timeout))
+        if handle_cls is Fixed:
+            handle = Fixed(self, index, name, extra.pop("slot"))
+        elif handle_cls is BufferStep:
+            handle = BufferStep(self, index, name, extra.pop("buffer"), extra.pop("length"),
+                                extra.pop("exact"))
+            info.buffer, info.length, info.exact = handle.buffer, handle.length, handle.exact
+        else:
+            handle = Step(self, index, name)
+        info.handle = handle
+        for k, v in extra.items():
+            setattr(info, k, v)
+        self._steps.append(info)
+        self._frozen.clear()
+        return handle
+
+    def _new_slot(self) -> int:
+        self._nslots += 1
+        return self._nslots - 1
+
+    def _new_buffer(self, length: int) -> int:
+        self._buffers.append(length)
+        return len(self._buffers) - 1
+
+    # -- steps -----------------------------------------------------------------------
+    def nop(self, *, timeout: float | None = None) -> Step:
+        """A request that does nothing (measures the ring itself)."""
+        return self._add("nop", {}, timeout)
+
+    def openat(self, path, flags: int = os.O_RDONLY, mode: int = 0o644, *,
+               timeout: float | None = None) -> Fixed:
+        """Open `path` (relative to the cwd) into a direct slot; returns its Fixed handle."""
+        _check_int("flags", flags, 0, 2**32 - 1)
+        _check_int("mode", mode, 0, 0o7777)
+        slot = self._new_slot()
+        return self._add("openat", dict(addr_kind=ADDR_ARENA, addr=self._path(path),
+                                        op_flags=flags & ~os.O_CLOEXEC, mode=mode,  # slots refuse O_CLOEXEC
+                                        file_index=slot),
+                         timeout, Fixed, slot=slot, fills_slot=slot)
+
+    def read(self, file, length: int, offset: int = 0, *,
+             timeout: float | None = None) -> BufferStep:
+        """Read up to `length` bytes at `offset` (-1: the file position) into a buffer.
+
+        A short read breaks a Link.SOFT chain (the rest is cancelled); the result says so."""
+        kind, fd = self._file(file)
+        _check_int("length", length, 0, MAX_RW)
+        _check_int("offset", offset, -1, 2**63 - 1)
+        buf = self._new_buffer(length)
+        return self._add("read", dict(fd_kind=kind, fd=fd, addr_kind=ADDR_BUFFER, addr=buf,
+                                      len=length, off=offset & (2**64 - 1)),
+                         timeout, BufferStep, buffer=buf, length=length, exact=True)
+
+    def write(self, file, data, offset: int = 0, *, timeout: float | None = None) -> Step:
+        """Write bytes, or the buffer a read/recv step of this chain filled, at `offset`."""
+        kind, fd = self._file(file)
+        _check_int("offset", offset, -1, 2**63 - 1)
+        akind, addr, length = self._data(data)
+        return self._add("write", dict(fd_kind=kind, fd=fd, addr_kind=akind, addr=addr,
+                                       len=length, off=offset & (2**64 - 1)),
+                         timeout, length=length, exact=True)
+
+    def close(self, file, *, timeout: float | None = None) -> Step:
+        """Close a Fixed slot (close_direct) or a plain fd."""
+        kind, fd = self._file(file)
+        return self._add("close", dict(fd_kind=kind, fd=fd), timeout,
+                         closes_slot=fd if kind == FD_LOCAL_SLOT else -1)
+
+    def fsync(self, file, *, datasync: bool = False, timeout: float | None = None) -> Step:
+        kind, fd = self._file(file)
+        return self._add("fsync", dict(fd_kind=kind, fd=fd, op_flags=1 if datasync else 0),
+                         timeout)
+
+    def recv(self, sock, length: int, *, waitall: bool = False, flags: int = 0,
+             timeout: float | None = None) -> BufferStep:
+        """Receive up to `length` bytes. With waitall=True a short receive is a failure
+        (it breaks the chain), which is what makes the buffer safe to send on."""
+        kind, fd = self._file(sock, "sock")
+        _check_int("length", length, 0, MAX_RW)
+        _check_int("flags", flags, 0, 2**31 - 1)
+        if waitall:
+            flags |= _socket.MSG_WAITALL
+        buf = self._new_buffer(length)
+        return self._add("recv", dict(fd_kind=kind, fd=fd, addr_kind=ADDR_BUFFER, addr=buf,
+                                      len=length, op_flags=flags),
+                         timeout, BufferStep, buffer=buf, length=length, exact=bool(waitall))
+
+    def send(self, sock, data, *, flags: int = 0, timeout: float | None = None) -> Step:
+        """Send bytes, or the buffer a read (or recv(waitall=True)) step filled."""
+        kind, fd = self._file(sock, "sock")
+        _check_int("flags", flags, 0, 2**31 - 1)
+        akind, addr, length = self._data(data)
+        return self._add("send", dict(fd_kind=kind, fd=fd, addr_kind=akind, addr=addr,
+                                      len=length, op_flags=flags | _socket.MSG_NOSIGNAL),
+                         timeout, length=length)
+
+    def accept(self, sock, *, direct: bool = True, flags: int = 0,
+               timeout: float | None = None) -> Step:
+        """Accept a connection. direct=True (default): into a slot, returns Fixed.
+        direct=False: a plain fd (owned by you) comes back as the step's result."""
+        kind, fd = self._file(sock, "sock")
+        _check_int("flags", flags, 0, 2**31 - 1)
+        if direct:
+            slot = self._new_slot()
+            return self._add("accept", dict(fd_kind=kind, fd=fd, op_flags=flags, file_index=slot),
+                             timeout, Fixed, slot=slot, fills_slot=slot)
+        return self._add("accept", dict(fd_kind=kind, fd=fd, op_flags=flags | os.O_CLOEXEC),
+                         timeout)
+
+    def connect(self, sock, address, *, timeout: float | None = None) -> Step:
+        kind, fd = self._file(sock, "sock")
+        raw = sockaddr(address)
+        return self._add("connect", dict(fd_kind=kind, fd=fd, addr_kind=ADDR_ARENA,
+                                         addr=self._put(raw), addr2=len(raw)), timeout)
+
+    def socket(self, family: int = _socket.AF_INET, type: int = _socket.SOCK_STREAM,
+               proto: int = 0, *, timeout: float | None = None) -> Fixed:
+        """Create a socket directly in a slot (Linux 5.19+)."""
+        _check_int("family", family, 0, 255)
+        _check_int("type", type, 0, 2**31 - 1)
+        _check_int("proto", proto, 0, 2**31 - 1)
+        slot = self._new_slot()
+        return self._add("socket", dict(fd=family, op_flags=type & ~_socket.SOCK_CLOEXEC, len=proto,
+                                        file_index=slot),
+                         timeout, Fixed, slot=slot, fills_slot=slot)
+
+    def statx(self, path, *, mask: int = 0x7FF, follow_symlinks: bool = True,
+              timeout: float | None = None) -> BufferStep:
+        """statx(2) a path; StepResult.stat holds the parsed fields."""
+        flags = 0 if follow_symlinks else 0x100   # AT_SYMLINK_NOFOLLOW
+        _check_int("mask", mask, 0, 2**32 - 1)
+        buf = self._new_buffer(STATX_SIZE)
+        return self._add("statx", dict(addr_kind=ADDR_ARENA, addr=self._path(path),
+                                       addr2_kind=ADDR_BUFFER, addr2=buf, op_flags=flags,
+                                       len=mask),
+                         timeout, BufferStep, buffer=buf, length=STATX_SIZE, exact=True)
+
+    def splice(self, file_in, off_in: int, file_out, off_out: int, length: int, *,
+               flags: int = 0, timeout: float | None = None) -> Step:
+        """Move `length` bytes between two files, one of which is a pipe, inside the
+        kernel. Offsets are -1 for a pipe (or to use the file position)."""
+        kin, fin = self._file(file_in, "file_in")
+        kout, fout = self._file(file_out, "file_out")
+        _check_int("off_in", off_in, -1, 2**63 - 1)
+        _check_int("off_out", off_out, -1, 2**63 - 1)
+        _check_int("length", length, 0, MAX_RW)
+        _check_int("flags", flags, 0, 2**31 - 1)
+        return self._add("splice", dict(fd_kind=kout, fd=fout, fd2_kind=kin, fd2=fin,
+                                        off=off_out & (2**64 - 1), addr=off_in & (2**64 - 1),
+                                        len=length, op_flags=flags), timeout)
+
+    # -- opcodes newer than liburing 2.3: laid by number -----------------------------
+    def install_fd(self, file: Fixed, *, cloexec: bool = True,
+                   timeout: float | None = None) -> Step:
+        """Turn a slot into a regular fd, returned as the step's result (Linux 6.8+).
+        The fd is yours to close; the slot still goes back to the pool."""
+        if not isinstance(file, Fixed):
+            raise TypeError(f"install_fd needs a Fixed slot, not {type(file).__name__}")
+        kind, fd = self._file(file)
+        return self._add("install_fd", dict(fd_kind=kind, fd=fd, op_flags=0 if cloexec else 1),
+                         timeout)
+
+    def ftruncate(self, file, length: int, *, timeout: float | None = None) -> Step:
+        """Truncate (or extend) a file to `length` bytes (Linux 6.9+)."""
+        kind, fd = self._file(file)
+        _check_int("length", length, 0, 2**63 - 1)
+        return self._add("ftruncate", dict(fd_kind=kind, fd=fd, off=length), timeout)
+
+    def bind(self, sock, address, *, timeout: float | None = None) -> Step:
+        """bind(2) a socket, e.g. one made by socket() in this chain (Linux 6.11+)."""
+        kind, fd = self._file(sock, "sock")
+        raw = sockaddr(address)
+        return self._add("bind", dict(fd_kind=kind, fd=fd, addr_kind=ADDR_ARENA,
+                                      addr=self._put(raw), addr2=len(raw)), timeout)
+
+    def listen(self, sock, backlog: int = 128, *, timeout: float | None = None) -> Step:
+        """listen(2) on a socket (Linux 6.11+)."""
+        kind, fd = self._file(sock, "sock")
+        _check_int("backlog", backlog, 0, 65535)
+        return self._add("listen", dict(fd_kind=kind, fd=fd, len=backlog), timeout)
+
+    # -- packing ---------------------------------------------------------------------
+    def _freeze(self, deadline: bool) -> Frozen:
+        fz = self._frozen.get(deadline)
+        if fz is not None:
+            return fz
+        if not self._steps:
+            raise ChainError("the chain has no steps")
+        packed = bytearray()
+        step_pos, timeout_pos = [], []
+        fill_pos = [-1] * self._nslots
+        close_pos: list[list[int]] = [[] for _ in range(self._nslots)]
+        pos = ntimeouts = 0
+        last = len(self._steps) - 1
+        for i, s in enumerate(self._steps):
+            link = 0 if i == last else int(self.link)
+            if s.timeout is not None:
+                tkind, tns = TIMEOUT_REL, int(s.timeout * 1e9)
+            elif deadline:
+                tkind, tns = TIMEOUT_ABS, 0          # the ring fills in the deadline
+            else:
+                tkind, tns = TIMEOUT_NONE, 0
+            f = s.fields
+            packed += STEP_STRUCT.pack(f[0], link, f[1], f[2], f[3], f[4], f[5], f[6], f[7],
+                                       f[8], f[9], f[10], f[11], f[12], tkind, 0, f[13], tns)
+            step_pos.append(pos)
+            if s.fills_slot >= 0:
+                fill_pos[s.fills_slot] = pos
+            if s.closes_slot >= 0:
+                close_pos[s.closes_slot].append(pos)
+            pos += 1
+            if tkind:
+                timeout_pos.append(pos)
+                pos += 1
+                ntimeouts += 1
+            else:
+                timeout_pos.append(-1)
+        fz = Frozen(
+            packed=bytes(packed), arena=bytes(self._arena) or b"\0", nsteps=len(self._steps),
+            total=pos, step_pos=tuple(step_pos), timeout_pos=tuple(timeout_pos),
+            nslots=self._nslots, buffers=tuple(self._buffers),
+            ring_slots=tuple(self._ring_slots),
+            opcodes=frozenset(s.op.opcode for s in self._steps), ntimeouts=ntimeouts,
+            uses_deadline=deadline, steps=tuple(self._steps), pins=tuple(self._pins),
+            slot_fill_pos=tuple(fill_pos), slot_close_pos=tuple(tuple(c) for c in close_pos))
+        self._frozen[deadline] = fz
+        return fz

@@ -1,0 +1,61 @@
+"""The one table of io_uring operations sakura_uring can put in a chain.
+
+Everything that needs to know about an operation reads it from here: the Chain step
+methods (opcode, argument kinds, what the step yields), the native layer (whether
+liburing 2.3 has a helper for it or it is prepared by number), probing (is it supported
+by this kernel, and since when) and the docs (docs/api.md lists this table).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str           # Chain method name
+    opcode: int         # IORING_OP_* number
+    since: str          # first kernel release that has the opcode
+    args: str           # argument kinds, for the docs
+    yields: str         # "fixed" (fills a slot), "data" (fills a buffer), "result"
+    native: str         # "liburing": prepared by a liburing 2.3 helper; "number": raw SQE
+    transfers: bool = False  # a short result counts as a failure for a link (read/write/...)
+
+
+OPS: tuple[Op, ...] = (
+    Op("nop",        0,  "5.1",  "",                                   "result", "liburing"),
+    Op("fsync",      3,  "5.1",  "file",                               "result", "liburing"),
+    Op("accept",     13, "5.5",  "sock",                               "fixed",  "liburing"),
+    Op("connect",    16, "5.5",  "sock, address",                      "result", "liburing"),
+    Op("openat",     18, "5.6",  "path, flags, mode",                  "fixed",  "liburing"),
+    Op("close",      19, "5.6",  "file",                               "result", "liburing"),
+    Op("statx",      21, "5.6",  "path",                               "data",   "liburing"),
+    Op("read",       22, "5.6",  "file, length, offset",               "data",   "liburing", True),
+    Op("write",      23, "5.6",  "file, data, offset",                 "result", "liburing", True),
+    Op("send",       26, "5.6",  "sock, data",                         "result", "liburing"),
+    Op("recv",       27, "5.6",  "sock, length",                       "data",   "liburing"),
+    Op("splice",     30, "5.7",  "file_in, off_in, file_out, off_out, length", "result", "liburing"),
+    Op("socket",     45, "5.19", "family, type, proto",                "fixed",  "liburing"),
+    # Newer than liburing 2.3: the native layer lays these by number.
+    Op("install_fd", 54, "6.8",  "file",                               "result", "number"),
+    Op("ftruncate",  55, "6.9",  "file, length",                       "result", "number"),
+    Op("bind",       56, "6.11", "sock, address",                      "result", "number"),
+    Op("listen",     57, "6.11", "sock, backlog",                      "result", "number"),
+)
+
+BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
+BY_OPCODE: dict[int, Op] = {op.opcode: op for op in OPS}
+
+# Opcodes the library lays itself, never as a user step.
+LINK_TIMEOUT = 15
+ASYNC_CANCEL = 14
+
+
+def release_tuple(text: str) -> tuple[int, ...]:
+    """'6.11.0-rc1+' -> (6, 11, 0)."""
+    out = []
+    for part in text.split("-")[0].split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)

@@ -1,0 +1,135 @@
+"""ChainResult / StepResult: a completed chain turned back into Python values."""
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from typing import NamedTuple
+
+from .chain import Step
+from .errors import StepFailed
+
+_STATX = struct.Struct("<IIQIIIHHQQQQ" + "qIi" * 4 + "IIII")
+
+
+class Statx(NamedTuple):
+    mask: int
+    blksize: int
+    nlink: int
+    uid: int
+    gid: int
+    mode: int
+    ino: int
+    size: int
+    blocks: int
+    atime_ns: int
+    btime_ns: int
+    ctime_ns: int
+    mtime_ns: int
+    dev_major: int
+    dev_minor: int
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Statx":
+        v = _STATX.unpack_from(raw)
+        ts = [v[12 + 3 * i] * 1_000_000_000 + v[13 + 3 * i] for i in range(4)]
+        return cls(v[0], v[1], v[3], v[4], v[5], v[6], v[8], v[9], v[10],
+                   ts[0], ts[1], ts[2], ts[3], v[26], v[27])
+
+
+class StepResult:
+    """What one step returned.
+
+    res    the CQE result: >= 0 on success (bytes moved, an fd, 0), -errno on failure
+    error  None, or an OSError carrying the errno (TimeoutError when its timeout fired)
+    data   bytes for read/recv/statx steps that succeeded, else None
+    short  a read/write moved fewer bytes than asked
+    broke_chain  this step's short result cancelled the rest of a Link.SOFT chain
+    """
+    __slots__ = ("index", "op", "res", "error", "data", "short", "broke_chain", "timed_out")
+
+    def __init__(self, index: int, op: str, res: int, data: bytes | None = None,
+                 short: bool = False, timed_out: bool = False):
+        self.index = index
+        self.op = op
+        self.res = res
+        self.data = data
+        self.short = short
+        self.broke_chain = False
+        self.timed_out = timed_out
+        if timed_out:
+            self.error = TimeoutError(errno.ETIME, f"step {index} ({op}) timed out")
+        elif res < 0:
+            self.error = OSError(-res, f"step {index} ({op}): {os.strerror(-res)}")
+        else:
+            self.error = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.broke_chain
+
+    @property
+    def stat(self) -> Statx | None:
+        """Parsed statx fields (statx steps only)."""
+        if self.op != "statx" or self.data is None:
+            return None
+        return Statx.from_bytes(self.data)
+
+    def __repr__(self) -> str:
+        extra = " short" if self.short else ""
+        if self.error is not None:
+            return f"<StepResult {self.index} {self.op} error={self.error.errno}{extra}>"
+        n = "" if self.data is None else f" data={len(self.data)}B"
+        return f"<StepResult {self.index} {self.op} res={self.res}{n}{extra}>"
+
+
+class ChainResult:
+    """The outcome of a whole chain: one StepResult per step, in order."""
+    __slots__ = ("steps", "timed_out", "_failed")
+
+    def __init__(self, steps: list[StepResult]):
+        self.steps = steps
+        self.timed_out = any(s.timed_out for s in steps)
+        failed = None
+        for s in steps:
+            if s.error is not None or s.broke_chain:
+                failed = s
+                break
+        self._failed = failed
+
+    @property
+    def ok(self) -> bool:
+        return self._failed is None
+
+    @property
+    def failed_step(self) -> StepResult | None:
+        """The first step that failed (or whose short result broke the chain)."""
+        return self._failed
+
+    def __getitem__(self, key) -> StepResult:
+        if isinstance(key, Step):
+            if key.index is None:
+                raise KeyError(f"{key!r} is not a step of a chain")
+            return self.steps[key.index]
+        return self.steps[key]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def raise_for_error(self) -> "ChainResult":
+        s = self._failed
+        if s is None:
+            return self
+        if s.broke_chain:
+            raise StepFailed(errno.ECANCELED,
+                             f"step {s.index} ({s.op}) moved {s.res} bytes, fewer than asked; "
+                             f"a short transfer breaks a linked chain, so the steps after it "
+                             f"were cancelled", s)
+        raise StepFailed(s.error.errno, str(s.error), s)
+
+    def __repr__(self) -> str:
+        state = "ok" if self.ok else f"failed at step {self._failed.index} ({self._failed.op})"
+        return f"<ChainResult {len(self.steps)} steps, {state}>"

@@ -1,0 +1,633 @@
+"""Ring: the shared submission/completion queue (Sakura Call's request queue).
+
+Where things happen:
+  Ring._publish   a frozen chain is given slots, buffers and a tag, then laid into the SQ
+                  by one native call (sk_submit_chain) -- all of it or nothing
+  Ring._reap      one native call (sk_reap) consumes a batch of CQEs into per-chain arrays
+                  and returns the chains that finished
+  Ring._complete  a finished chain's raw results become a ChainResult; its slots, buffers
+                  and tag go back to the pools
+
+Any thread that waits for a result reaps (leader/follower on `_reap_lock`), so a lone
+`run()` never hops threads; Futures from `submit()` are completed by a helper thread that
+exists only while such Futures are pending; asyncio is woken by an eventfd.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import threading
+import time
+from concurrent.futures import Future
+
+from . import ops as _ops
+from ._native import ffi, lib
+from .chain import STATX_SIZE, Chain, Fixed, Frozen, Link, _check_timeout
+from .errors import ChainError, IoUringUnavailable, RingClosed, RingFull, UnsupportedOperation
+from .probe import probe
+from .result import ChainResult, StepResult
+
+SETUP_SQPOLL = 1 << 1
+SQ_NEED_WAKEUP = 1 << 0
+SQ_CQ_OVERFLOW = 1 << 1
+FEAT_NODROP = 1 << 1
+TAGS_MAX = 256
+SLICE_NS = 50_000_000          # longest a waiter stays in the kernel before re-checking
+_NULL = ffi.NULL
+_ECANCELED = -errno.ECANCELED
+_ETIME = -errno.ETIME
+
+
+class _Inflight:
+    """One chain between publish and completion."""
+    __slots__ = ("fz", "tag", "slots", "pool_bufs", "buf_addrs", "keep", "res", "cflags",
+                 "result", "error", "done", "future", "aio")
+
+    def __init__(self, fz, tag, slots, pool_bufs, buf_addrs, keep, res, cflags):
+        self.fz = fz
+        self.tag = tag
+        self.slots = slots
+        self.pool_bufs = pool_bufs
+        self.buf_addrs = buf_addrs
+        self.keep = keep            # cdata the kernel may still read (timespecs, buffers)
+        self.res = res
+        self.cflags = cflags
+        self.result = None
+        self.error = None
+        self.done = False
+        self.future = None
+        self.aio = None
+
+
+class Ring:
+    """An io_uring instance with a registered file table and buffer pool.
+
+        with Ring(sqpoll=True) as ring:
+            result = ring.run(chain)
+
+    entries      SQ size; a chain needs one entry per step (two with a timeout)
+    sqpoll       a kernel thread (iou-sqp-PID) consumes the SQ: no system call to submit
+    sq_idle_ms   how long that thread polls before it sleeps (it is woken when needed)
+    cq_entries   CQ size (default 2 * entries); overflow is handled without loss
+    slots        size of the sparse registered file table (direct descriptors)
+    buffers      registered buffers of buffer_size bytes each, used by read/recv steps;
+                 a longer read gets a private buffer instead
+    spin_us      how long a waiter polls the CQ before sleeping in the kernel
+    """
+
+    def __init__(self, entries: int = 256, *, sqpoll: bool = False, sq_idle_ms: int = 1000,
+                 cq_entries: int | None = None, slots: int | None = None,
+                 buffers: int | None = None, buffer_size: int = 65536,
+                 spin_us: int | None = None):
+        _int("entries", entries, 1, 32768)
+        _int("sq_idle_ms", sq_idle_ms, 0, 2**31 - 1)
+        if not isinstance(sqpoll, bool):
+            raise TypeError("sqpoll must be True or False")
+        cq = 2 * _pow2(entries) if cq_entries is None else _int("cq_entries", cq_entries, 1, 65536)
+        if cq < _pow2(entries):
+            raise ValueError(f"cq_entries ({cq}) must be at least entries ({entries})")
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        slots = min(entries, nofile) if slots is None else _int("slots", slots, 0, 1 << 20)
+        if slots > nofile:
+            raise ValueError(f"slots={slots} exceeds RLIMIT_NOFILE ({nofile}), which also caps "
+                             f"the registered file table; raise it (ulimit -n) or ask for fewer")
+        buffers = min(entries, 64) if buffers is None else _int("buffers", buffers, 0, 16384)
+        _int("buffer_size", buffer_size, 1, 1 << 30)
+        spin_us = (20 if sqpoll else 0) if spin_us is None else _int("spin_us", spin_us, 0, 10**6)
+
+        max_chains = _pow2(cq)
+        err = ffi.new("int *")
+        r = lib.sk_ring_new(entries, cq if cq_entries is not None else 0,
+                            SETUP_SQPOLL if sqpoll else 0, sq_idle_ms, slots, buffers,
+                            buffer_size, max_chains, err)
+        if r == _NULL:
+            e = -err[0]
+            if e == errno.EMFILE:
+                raise ValueError(f"slots={slots}: the kernel refused a file table that large "
+                                 f"(RLIMIT_NOFILE)")
+            raise IoUringUnavailable(e, "io_uring_setup" if e != errno.ENOMEM else
+                                     "io_uring setup or buffer registration")
+        self._r = r
+        info = ffi.new("struct sk_info *")
+        lib.sk_ring_info(r, info)
+        self.sq_entries = info.sq_entries
+        self.cq_entries = info.cq_entries
+        self.features = info.features
+        self.sqpoll = sqpoll
+        self.slots = slots
+        self.buffers = buffers
+        self.buffer_size = buffer_size
+        self.fd = info.fd
+        self._spin_ns = spin_us * 1000
+        self._kernel = probe()
+        self._supported = self._kernel.opcodes
+        self._free_tags = list(range(max_chains, 0, -1))
+        self._free_slots = list(range(slots - 1, -1, -1))
+        self._free_bufs = list(range(buffers - 1, -1, -1))
+        self._buf_addr = [int(ffi.cast("uintptr_t", lib.sk_buffer_addr(r, i)))
+                          for i in range(buffers)]
+        self._registered: dict[int, Fixed] = {}
+        self._pending: dict[int, _Inflight] = {}
+        self._tags = ffi.new("uint32_t[]", TAGS_MAX)
+        self._lock = threading.Lock()          # publishing: SQ, pools
+        self._reap_lock = threading.Lock()     # consuming the CQ
+        self._cv = threading.Condition(threading.Lock())
+        self._followers = 0
+        self._futures_pending = 0
+        self._completer: threading.Thread | None = None
+        self._efd: int | None = None
+        self._loops: dict = {}
+        self._closing = False
+        self._closed = False
+
+    # -- context management -------------------------------------------------------
+    def __enter__(self) -> "Ring":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._pending)} chains in flight"
+        return (f"<Ring entries={self.sq_entries} sqpoll={self.sqpoll} slots={self.slots} "
+                f"buffers={self.buffers}x{self.buffer_size} {state}>")
+
+    # -- public API ---------------------------------------------------------------
+    def run(self, chain: Chain, *, timeout: float | None = None) -> ChainResult:
+        """Lay `chain` into the ring and block until every step has completed.
+
+        timeout: seconds for the whole chain (overrides Chain(timeout=...)); enforced in
+        the kernel, so the steps still running at the deadline come back cancelled."""
+        st = self._publish(chain, timeout, block=True)
+        try:
+            self._wait(st)
+        except BaseException:
+            self._cancel(st)       # e.g. KeyboardInterrupt: don't leave it running unseen
+            raise
+        if st.error is not None:
+            raise st.error
+        return st.result
+
+    def submit(self, chain: Chain, *, timeout: float | None = None,
+               block: bool = True) -> Future:
+        """Lay `chain` into the ring and return a concurrent.futures.Future of its
+        ChainResult. block=False raises RingFull instead of waiting for room."""
+        fut: Future = Future()
+        fut.set_running_or_notify_cancel()
+        self._publish(chain, timeout, block=block, future=fut)
+        return fut
+
+    async def run_async(self, chain: Chain, *, timeout: float | None = None) -> ChainResult:
+        """asyncio: await the ChainResult; the loop is woken by an eventfd, never polls."""
+        from .aio import run_async
+        return await run_async(self, chain, timeout=timeout)
+
+    def register_file(self, file) -> Fixed:
+        """Put an fd (or an object with fileno()) into a slot that lives until
+        unregister_file() or close(); chains then use it as a Fixed handle."""
+        fd = file.fileno() if hasattr(file, "fileno") else file
+        _int("fd", fd, 0, 2**31 - 1)
+        with self._lock:
+            self._check_open()
+            if not self._free_slots:
+                raise ChainError(f"all {self.slots} slots are in use; pass Ring(slots=...) larger")
+            slot = self._free_slots.pop()
+            ret = lib.sk_register_slot(self._r, slot, fd)
+            if ret < 0:
+                self._free_slots.append(slot)
+                raise OSError(-ret, f"registering fd {fd}: {os.strerror(-ret)}")
+            h = Fixed(None, None, None, slot, ring=self)
+            self._registered[slot] = h
+            return h
+
+    def unregister_file(self, handle: Fixed) -> None:
+        if not isinstance(handle, Fixed) or handle.ring is not self:
+            raise ChainError(f"{handle!r} was not registered with this ring")
+        with self._lock:
+            self._check_open()
+            if self._registered.pop(handle.slot, None) is None:
+                raise ChainError(f"{handle!r} is already unregistered")
+            lib.sk_release_slots(self._r, ffi.new("int32_t[]", [handle.slot]), 1)
+            self._free_slots.append(handle.slot)
+
+    @property
+    def free_slots(self) -> int:
+        return len(self._free_slots)
+
+    @property
+    def free_buffers(self) -> int:
+        return len(self._free_bufs)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._pending)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def sq_needs_wakeup(self) -> bool:
+        """True while the SQPOLL thread sleeps (IORING_SQ_NEED_WAKEUP)."""
+        self._check_open()
+        return bool(lib.sk_sq_flags(self._r) & SQ_NEED_WAKEUP)
+
+    def stats(self) -> dict:
+        """Counters kept by the native layer, plus the pools."""
+        self._check_open()
+        s = ffi.new("struct sk_stats *")
+        lib.sk_ring_stats(self._r, s)
+        return dict(cqes=s.cqes, chains=s.chains, submits=s.submits, waits=s.waits,
+                    wakeups=s.wakeups, overflow_flushes=s.overflow_flushes,
+                    cq_overflow=lib.sk_cq_overflow(self._r), inflight=len(self._pending),
+                    free_slots=len(self._free_slots), free_buffers=len(self._free_bufs))
+
+    def close(self) -> None:
+        """Cancel what is in flight, wait for it (briefly), free the ring and its pools.
+        Chains that could not finish get RingClosed."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            for st in list(self._pending.values()):
+                lib.sk_cancel_pending(self._r, st.tag, st.fz.total, st.res)
+            lib.sk_wake(self._r)
+        with self._cv:
+            self._cv.notify_all()
+        t = self._completer
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5)
+        deadline = time.monotonic() + 2.0
+        got = self._reap_lock.acquire(timeout=5)
+        try:
+            while self._pending and time.monotonic() < deadline:
+                self._reap(20_000_000)
+            for st in list(self._pending.values()):
+                self._pending.pop(st.tag, None)
+                self._deliver(st, None, RingClosed("the ring was closed before the chain finished"))
+            for loop in list(self._loops):
+                self._detach_loop(loop)
+            with self._lock:
+                self._closed = True
+                lib.sk_ring_free(self._r)
+                self._r = _NULL
+            if self._efd is not None:
+                os.close(self._efd)
+                self._efd = None
+        finally:
+            if got:
+                self._reap_lock.release()
+        with self._cv:
+            self._cv.notify_all()
+
+    def __del__(self):
+        if getattr(self, "_r", _NULL) != _NULL and not self._closing:
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    # -- publishing ---------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closing:
+            raise RingClosed("the ring is closed; create a new Ring")
+
+    def _validate(self, fz: Frozen) -> None:
+        if fz.total > self.sq_entries:
+            raise ChainError(f"the chain needs {fz.total} SQ entries ({fz.nsteps} steps, "
+                             f"{fz.ntimeouts} linked timeouts) but the ring has "
+                             f"{self.sq_entries}: use Ring(entries={_pow2(fz.total)}) or more")
+        if fz.nslots > self.slots - len(self._registered):
+            raise ChainError(f"the chain opens {fz.nslots} files at once but the ring has "
+                             f"{self.slots - len(self._registered)} slots for chains: pass "
+                             f"Ring(slots=...) larger")
+        missing = fz.opcodes - self._supported
+        if missing:
+            op = _ops.BY_OPCODE[min(missing)]
+            raise UnsupportedOperation(
+                f"{op.name} (IORING_OP {op.opcode}) needs Linux {op.since}; this kernel "
+                f"({self._kernel.release}) does not support it")
+        for h in fz.ring_slots:
+            if h.ring is not self:
+                raise ChainError(f"{h!r} belongs to another ring")
+            if self._registered.get(h.slot) is not h:
+                raise ChainError(f"{h!r} was unregistered")
+
+    def _publish(self, chain: Chain, timeout, block: bool, future=None, aio=None) -> _Inflight:
+        if not isinstance(chain, Chain):
+            raise TypeError(f"expected a sakura_uring.Chain, not {type(chain).__name__}")
+        self._check_open()
+        t = chain.timeout if timeout is None else _check_timeout(timeout)
+        fz = chain._freeze(t is not None)
+        self._validate(fz)
+        if fz.cdata is None:
+            fz.cdata = (ffi.from_buffer("struct sk_step[]", fz.packed), ffi.from_buffer(fz.arena))
+        deadline = time.monotonic_ns() + int(t * 1e9) if t is not None else 0
+        while True:
+            with self._lock:
+                self._check_open()
+                if self._free_tags and len(self._free_slots) >= fz.nslots:
+                    st = self._lay(fz, deadline)
+                    if st is not None:
+                        if future is not None:
+                            st.future = future
+                            self._futures_pending += 1
+                        st.aio = aio
+                        break
+            if not block:
+                raise RingFull(f"no room for the chain now ({len(self._pending)} chains in "
+                               f"flight, {len(self._free_slots)} free slots)")
+            self._make_progress()
+        if future is not None:
+            self._start_completer()
+        return st
+
+    def _lay(self, fz: Frozen, deadline: int) -> _Inflight | None:
+        """Give the chain its tag, slots and buffers and lay it (caller holds _lock)."""
+        tag = self._free_tags.pop()
+        slots = [self._free_slots.pop() for _ in range(fz.nslots)]
+        keep = []
+        pool_bufs = []
+        addrs = []
+        idxs = []
+        for length in fz.buffers:
+            if length <= self.buffer_size and self._free_bufs:
+                b = self._free_bufs.pop()
+                pool_bufs.append(b)
+                addrs.append(self._buf_addr[b])
+                idxs.append(b)
+            else:   # too long for the pool, or the pool is empty: a private buffer
+                mem = ffi.new("char[]", max(length, 1))
+                keep.append(mem)
+                addrs.append(int(ffi.cast("uintptr_t", mem)))
+                idxs.append(-1)
+        total = fz.total
+        res = ffi.new("int32_t[]", total)
+        cflags = ffi.new("uint32_t[]", total)
+        ts = ffi.new("struct __kernel_timespec[]", fz.ntimeouts) if fz.ntimeouts else _NULL
+        if fz.ntimeouts:
+            keep.append(ts)
+        steps, arena = fz.cdata
+        ret = lib.sk_submit_chain(
+            self._r, steps, fz.nsteps, ffi.new("int32_t[]", slots) if slots else _NULL,
+            ffi.new("uint64_t[]", addrs) if addrs else _NULL,
+            ffi.new("int32_t[]", idxs) if idxs else _NULL,
+            arena, ts, deadline, tag, total, res, cflags)
+        if ret == -errno.EBUSY:   # the SQ has no room yet (SQPOLL hasn't consumed it)
+            self._free_tags.append(tag)
+            self._free_slots.extend(reversed(slots))
+            self._free_bufs.extend(reversed(pool_bufs))
+            return None
+        st = _Inflight(fz, tag, slots, pool_bufs, addrs, keep, res, cflags)
+        if ret < 0 and ret != -errno.EBUSY:
+            if ret in (-errno.EINVAL, -errno.EEXIST):   # nothing was laid
+                self._free_tags.append(tag)
+                self._free_slots.extend(reversed(slots))
+                self._free_bufs.extend(reversed(pool_bufs))
+            else:   # laid, but io_uring_enter failed: it stays in the SQ for the next enter
+                self._pending[tag] = st
+            raise OSError(-ret, f"io_uring_enter: {os.strerror(-ret)}")
+        self._pending[tag] = st
+        return st
+
+    def _make_progress(self) -> None:
+        """Free some resources: reap if nobody else does, else wait for whoever does."""
+        if not self._pending:
+            # only the SQ can be short now: the SQPOLL thread frees it without us
+            if self.sqpoll:
+                with self._lock:
+                    if not self._closing and lib.sk_sq_flags(self._r) & SQ_NEED_WAKEUP:
+                        lib.sk_reap(self._r, 0, 0, self._tags, 0)
+                time.sleep(0.0001)
+                return
+            raise ChainError("the ring has no room for this chain and nothing in flight "
+                             "would free any (slots held by register_file?)")
+        if self._reap_lock.acquire(False):
+            try:
+                if not self._closing:
+                    self._reap(10_000_000)
+            finally:
+                self._release_reaper()
+        else:
+            with self._cv:
+                self._followers += 1
+                try:
+                    self._cv.wait(0.005)
+                finally:
+                    self._followers -= 1
+
+    def _cancel(self, st: _Inflight) -> None:
+        with self._lock:
+            if not st.done and not self._closing:
+                lib.sk_cancel_pending(self._r, st.tag, st.fz.total, st.res)
+
+    # -- completion ---------------------------------------------------------------
+    def _reap(self, timeout_ns: int) -> int:
+        """Consume CQEs (caller holds _reap_lock); complete the chains that finished."""
+        n = lib.sk_reap(self._r, timeout_ns, self._spin_ns, self._tags, TAGS_MAX)
+        if n < 0:
+            raise OSError(-n, f"waiting for completions: {os.strerror(-n)}")
+        tags = self._tags
+        for i in range(n):
+            self._complete(tags[i])
+        return n
+
+    def _complete(self, tag: int) -> None:
+        st = self._pending.pop(tag)
+        fz = st.fz
+        vals = ffi.unpack(st.res, fz.total)
+        steps = []
+        prev = None
+        soft = fz.steps and self._link_of(fz) is Link.SOFT
+        for i, info in enumerate(fz.steps):
+            r = vals[fz.step_pos[i]]
+            tp = fz.timeout_pos[i]
+            timed_out = tp >= 0 and vals[tp] == _ETIME and r == _ECANCELED
+            data = None
+            if info.buffer >= 0 and r >= 0:
+                n = STATX_SIZE if info.op.name == "statx" else r
+                data = ffi.buffer(ffi.cast("char *", st.buf_addrs[info.buffer]), n)[:]
+            short = info.exact and 0 <= r < info.length
+            sr = StepResult(i, info.op.name, r, data, short, timed_out)
+            if prev is not None and prev.short and soft and r == _ECANCELED:
+                prev.broke_chain = True
+            steps.append(sr)
+            prev = sr
+        # Slots a step filled and no step of the chain closed: empty them now.
+        release = None
+        for k, fill in enumerate(fz.slot_fill_pos):
+            if fill >= 0 and vals[fill] >= 0 and not any(vals[p] == 0 for p in fz.slot_close_pos[k]):
+                if release is None:
+                    release = []
+                release.append(st.slots[k])
+        if release and not self._closed:
+            lib.sk_release_slots(self._r, ffi.new("int32_t[]", release), len(release))
+        # Plain list appends are atomic; publishers re-check under _lock.
+        self._free_slots.extend(st.slots)
+        self._free_bufs.extend(st.pool_bufs)
+        self._free_tags.append(tag)
+        self._deliver(st, ChainResult(steps), None)
+
+    @staticmethod
+    def _link_of(fz: Frozen) -> Link:
+        return fz.steps[0].handle.chain.link
+
+    def _deliver(self, st: _Inflight, result, error) -> None:
+        st.result = result
+        st.error = error
+        st.done = True
+        if st.future is not None:
+            self._futures_pending -= 1
+            if error is not None:
+                st.future.set_exception(error)
+            else:
+                st.future.set_result(result)
+        if st.aio is not None:
+            loop, fut = st.aio
+            try:
+                loop.call_soon_threadsafe(_set_aio, fut, result, error)
+            except RuntimeError:
+                pass   # the loop is closed: nobody is waiting any more
+        if self._followers:
+            with self._cv:
+                self._cv.notify_all()
+
+    def _release_reaper(self) -> None:
+        self._reap_lock.release()
+        # a CQE that landed after our last look must not go unnoticed by others
+        if self._efd is not None and self._loops and not self._closed:
+            try:
+                os.eventfd_write(self._efd, 1)
+            except OSError:
+                pass
+        if self._followers:
+            with self._cv:
+                self._cv.notify_all()
+
+    def _wait(self, st: _Inflight) -> None:
+        while not st.done:
+            if self._reap_lock.acquire(False):
+                try:
+                    while not st.done and not self._closed:
+                        self._reap(SLICE_NS)
+                finally:
+                    self._release_reaper()
+            else:
+                with self._cv:
+                    self._followers += 1
+                    try:
+                        if not st.done:
+                            self._cv.wait(0.01)
+                    finally:
+                        self._followers -= 1
+
+    def _start_completer(self) -> None:
+        with self._cv:
+            if self._completer is None or not self._completer.is_alive():
+                self._completer = threading.Thread(target=self._completer_loop,
+                                                   name="sakura-completer", daemon=True)
+                self._completer.start()
+            else:
+                self._cv.notify_all()
+
+    def _completer_loop(self) -> None:
+        """Completes Futures from submit() while any are pending; exits when idle."""
+        while True:
+            with self._cv:
+                if not self._futures_pending:
+                    self._cv.wait(0.5)
+                    if not self._futures_pending or self._closing:
+                        self._completer = None
+                        return
+            if self._closing:
+                with self._cv:
+                    self._completer = None
+                return
+            if self._reap_lock.acquire(timeout=0.01):
+                try:
+                    while self._futures_pending and not self._closing:
+                        self._reap(SLICE_NS)
+                finally:
+                    self._release_reaper()
+
+    # -- asyncio ----------------------------------------------------------------------
+    def _attach_loop(self, loop) -> None:
+        if loop in self._loops:
+            return
+        with self._lock:
+            self._check_open()
+            if self._efd is None:
+                efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                ret = lib.sk_register_eventfd(self._r, efd)
+                if ret < 0:
+                    os.close(efd)
+                    raise OSError(-ret, f"registering an eventfd: {os.strerror(-ret)}")
+                self._efd = efd
+        loop.add_reader(self._efd, self._on_eventfd)
+        self._loops[loop] = True
+
+    def _detach_loop(self, loop) -> None:
+        self._loops.pop(loop, None)
+        try:
+            if loop.is_closed():
+                return
+            loop.call_soon_threadsafe(loop.remove_reader, self._efd) if not _in_loop(loop) \
+                else loop.remove_reader(self._efd)
+        except RuntimeError:
+            pass
+
+    def _on_eventfd(self) -> None:
+        try:
+            os.eventfd_read(self._efd)
+        except (BlockingIOError, TypeError, OSError):
+            pass
+        if self._closing or not self._reap_lock.acquire(False):
+            return   # whoever holds it delivers, and signals the eventfd when it lets go
+        try:
+            while not self._closed and self._reap(0):
+                pass
+        finally:
+            self._reap_lock.release()
+            if self._followers:
+                with self._cv:
+                    self._cv.notify_all()
+
+
+def _in_loop(loop) -> bool:
+    import asyncio
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _set_aio(fut, result, error) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
+
+
+def _int(name: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={value} is out of range [{lo}, {hi}]")
+    return value
+
+
+def _pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
+def sakura_call(ring: Ring, handler, *args, timeout: float | None = None) -> Future:
+    """The seed's sakura_call(request_handler, client_fd): `handler(chain, *args)` adds
+    the steps of one request; the whole chain then runs in the kernel. Returns a Future."""
+    chain = Chain()
+    handler(chain, *args)
+    return ring.submit(chain, timeout=timeout)

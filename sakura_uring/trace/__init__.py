@@ -1,0 +1,3 @@
+"""bcc-based tracing (tracepoints only: this kernel kind has no kprobes)."""
+from .bccenv import TracingUnavailable  # noqa: F401
+from .syscount import SyscallCounter  # noqa: F401
