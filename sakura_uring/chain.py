@@ -26,6 +26,7 @@ from .errors import ChainError
 
 MAX_RW = 0x7FFFF000          # the kernel's MAX_RW_COUNT: one read/write moves at most this
 MAX_PATH = 4095              # PATH_MAX without the terminating NUL
+_U64 = 2**64 - 1
 MAX_STEPS = 4096             # a chain this long would not fit any sensible ring anyway
 ARENA_INLINE = 64 * 1024     # data up to this size is copied into the chain's arena
 STATX_SIZE = 256
@@ -33,6 +34,9 @@ STATX_SIZE = 256
 # struct sk_step, see _native/shim.h (64 bytes)
 STEP_STRUCT = struct.Struct("<BBBBiIIQQQiiBBBBIQ")
 assert STEP_STRUCT.size == 64
+_pack = STEP_STRUCT.pack
+_OFF_LINK, _OFF_TIMEOUT_KIND, _OFF_TIMEOUT_NS = 1, 50, 56
+_OPS = _ops.BY_NAME
 
 FD_NONE, FD_PLAIN, FD_LOCAL_SLOT, FD_RING_SLOT = 0, 1, 2, 3
 ADDR_VALUE, ADDR_ARENA, ADDR_BUFFER = 0, 1, 2
@@ -88,17 +92,20 @@ class BufferStep(Step):
         self.exact = exact   # a short result breaks a SOFT link, so the bytes are all there
 
 
-@dataclass
 class _StepInfo:
-    op: _ops.Op
-    handle: Step
-    fields: list               # STEP_STRUCT fields except link/timeout (filled at freeze)
-    length: int = 0            # requested transfer length (short-result detection)
-    buffer: int = -1           # local buffer this step fills
-    fills_slot: int = -1       # local slot this step fills
-    closes_slot: int = -1      # local slot this step closes
-    exact: bool = False        # a short result is a failure for a link (read, write, ...)
-    timeout: float | None = None
+    """What the ring needs to know about a step beyond its packed SQE description."""
+    __slots__ = ("op", "handle", "length", "buffer", "fills_slot", "closes_slot", "exact",
+                 "timeout")
+
+    def __init__(self, op, handle, length, buffer, fills_slot, closes_slot, exact, timeout):
+        self.op = op                    # ops.Op
+        self.handle = handle
+        self.length = length            # requested transfer length (short-result check)
+        self.buffer = buffer            # local buffer this step fills, -1 none
+        self.fills_slot = fills_slot    # local slot this step fills, -1 none
+        self.closes_slot = closes_slot  # local slot this step closes, -1 none
+        self.exact = exact              # a short result is a failure for a link
+        self.timeout = timeout          # seconds, or None
 
 
 @dataclass
@@ -118,6 +125,9 @@ class Frozen:
     uses_deadline: bool
     steps: tuple                 # _StepInfo per step
     pins: tuple                  # large data objects that must outlive the chain
+    chain: object                # the Chain (handles are checked against it)
+    soft: bool                   # Link.SOFT: a failure cancels the rest
+    data_steps: tuple            # (step index, local buffer, is statx) for steps with bytes
     slot_fill_pos: tuple         # local slot -> SQE position of the step that fills it
     slot_close_pos: tuple        # local slot -> SQE positions of steps that close it
     cdata: object = field(default=None, repr=False)   # native views, made by the ring
@@ -193,6 +203,7 @@ class Chain:
         self.link = link
         self.timeout = _check_timeout(timeout)
         self._steps: list[_StepInfo] = []
+        self._packed: list[bytes] = []
         self._arena = bytearray()
         self._nslots = 0
         self._buffers: list[int] = []
@@ -282,58 +293,53 @@ class Chain:
         self._pins.append((raw, view))
         return ADDR_VALUE, int(ffi.cast("uintptr_t", view)), len(raw)
 
-    def _add(self, name: str, fields: dict, timeout, handle_cls=Step, **extra) -> Step:
-        if len(self._steps) >= MAX_STEPS:
-            raise ChainError(f"a chain holds at most {MAX_STEPS} steps")
-        op = _ops.BY_NAME[name]
-        index = len(self._steps)
-        info = _StepInfo(op=op, handle=None, fields=[
-            op.opcode,
-            fields.get("fd_kind", FD_NONE), fields.get("addr_kind", ADDR_VALUE),
-            fields.get("fd", -1), fields.get("len", 0), fields.get("op_flags", 0),
-            fields.get("off", 0), fields.get("addr", 0), fields.get("addr2", 0),
-            fields.get("file_index", -1), fields.get("fd2", -1),
-            fields.get("fd2_kind", FD_NONE), fields.get("addr2_kind", ADDR_VALUE),
-            fields.get("mode", 0),
-        ], timeout=_check_timeout(timeout))
-        if handle_cls is Fixed:
-            handle = Fixed(self, index, name, extra.pop("slot"))
-        elif handle_cls is BufferStep:
-            handle = BufferStep(self, index, name, extra.pop("buffer"), extra.pop("length"),
-                                extra.pop("exact"))
-            info.buffer, info.length, info.exact = handle.buffer, handle.length, handle.exact
-        else:
-            handle = Step(self, index, name)
-        info.handle = handle
-        for k, v in extra.items():
-            setattr(info, k, v)
-        self._steps.append(info)
-        self._frozen.clear()
+    def _add(self, name: str, handle: Step, timeout, *, fd_kind=FD_NONE, addr_kind=ADDR_VALUE,
+             fd=-1, len=0, op_flags=0, off=0, addr=0, addr2=0, file_index=-1, fd2=-1,
+             fd2_kind=FD_NONE, addr2_kind=ADDR_VALUE, mode=0, length=0, buffer=-1,
+             fills=-1, closes=-1, exact=False) -> Step:
+        if timeout is not None:
+            timeout = _check_timeout(timeout)
+        op = _OPS[name]
+        # link, timeout kind and timeout ns are patched in by _freeze
+        self._packed.append(_pack(op.opcode, 0, fd_kind, addr_kind, fd, len, op_flags, off,
+                                  addr, addr2, file_index, fd2, fd2_kind, addr2_kind, 0, 0,
+                                  mode, 0))
+        self._steps.append(_StepInfo(op, handle, length, buffer, fills, closes, exact, timeout))
+        if self._frozen:
+            self._frozen.clear()
         return handle
 
-    def _new_slot(self) -> int:
-        self._nslots += 1
-        return self._nslots - 1
-
-    def _new_buffer(self, length: int) -> int:
-        self._buffers.append(length)
-        return len(self._buffers) - 1
+    def _next(self) -> int:
+        n = len(self._steps)
+        if n >= MAX_STEPS:
+            raise ChainError(f"a chain holds at most {MAX_STEPS} steps")
+        return n
 
     # -- steps -----------------------------------------------------------------------
     def nop(self, *, timeout: float | None = None) -> Step:
         """A request that does nothing (measures the ring itself)."""
-        return self._add("nop", {}, timeout)
+        return self._add("nop", Step(self, self._next(), "nop"), timeout)
 
     def openat(self, path, flags: int = os.O_RDONLY, mode: int = 0o644, *,
-               timeout: float | None = None) -> Fixed:
-        """Open `path` (relative to the cwd) into a direct slot; returns its Fixed handle."""
-        _check_int("flags", flags, 0, 2**32 - 1)
-        _check_int("mode", mode, 0, 0o7777)
-        slot = self._new_slot()
-        return self._add("openat", dict(addr_kind=ADDR_ARENA, addr=self._path(path),
-                                        op_flags=flags & ~os.O_CLOEXEC, mode=mode,  # slots refuse O_CLOEXEC
-                                        file_index=slot),
-                         timeout, Fixed, slot=slot, fills_slot=slot)
+               direct: bool = True, timeout: float | None = None) -> Step:
+        """Open `path` (relative to the cwd). direct=True (default): into a slot of the
+        chain, returns its Fixed handle. direct=False: a plain fd (yours to close) comes
+        back as the step's result."""
+        if type(flags) is not int or not 0 <= flags < 2**32:
+            _check_int("flags", flags, 0, 2**32 - 1)
+        if type(mode) is not int or not 0 <= mode <= 0o7777:
+            _check_int("mode", mode, 0, 0o7777)
+        i = self._next()
+        addr = self._path(path)
+        if not direct:
+            return self._add("openat", Step(self, i, "openat"), timeout, addr_kind=ADDR_ARENA,
+                             addr=addr, op_flags=flags | os.O_CLOEXEC, mode=mode)
+        slot = self._nslots
+        self._nslots += 1
+        # a slot refuses O_CLOEXEC (it is never inherited anyway)
+        return self._add("openat", Fixed(self, i, "openat", slot), timeout, addr_kind=ADDR_ARENA,
+                         addr=addr, op_flags=flags & ~os.O_CLOEXEC, mode=mode, file_index=slot,
+                         fills=slot)
 
     def read(self, file, length: int, offset: int = 0, *,
              timeout: float | None = None) -> BufferStep:
@@ -341,32 +347,36 @@ class Chain:
 
         A short read breaks a Link.SOFT chain (the rest is cancelled); the result says so."""
         kind, fd = self._file(file)
-        _check_int("length", length, 0, MAX_RW)
-        _check_int("offset", offset, -1, 2**63 - 1)
-        buf = self._new_buffer(length)
-        return self._add("read", dict(fd_kind=kind, fd=fd, addr_kind=ADDR_BUFFER, addr=buf,
-                                      len=length, off=offset & (2**64 - 1)),
-                         timeout, BufferStep, buffer=buf, length=length, exact=True)
+        if type(length) is not int or not 0 <= length <= MAX_RW:
+            _check_int("length", length, 0, MAX_RW)
+        if type(offset) is not int or not -1 <= offset < 2**63:
+            _check_int("offset", offset, -1, 2**63 - 1)
+        buf = len(self._buffers)
+        self._buffers.append(length)
+        return self._add("read", BufferStep(self, self._next(), "read", buf, length, True), timeout,
+                         fd_kind=kind, fd=fd, addr_kind=ADDR_BUFFER, addr=buf, len=length,
+                         off=offset & _U64, length=length, buffer=buf, exact=True)
 
     def write(self, file, data, offset: int = 0, *, timeout: float | None = None) -> Step:
         """Write bytes, or the buffer a read/recv step of this chain filled, at `offset`."""
         kind, fd = self._file(file)
-        _check_int("offset", offset, -1, 2**63 - 1)
+        if type(offset) is not int or not -1 <= offset < 2**63:
+            _check_int("offset", offset, -1, 2**63 - 1)
         akind, addr, length = self._data(data)
-        return self._add("write", dict(fd_kind=kind, fd=fd, addr_kind=akind, addr=addr,
-                                       len=length, off=offset & (2**64 - 1)),
-                         timeout, length=length, exact=True)
+        return self._add("write", Step(self, self._next(), "write"), timeout, fd_kind=kind, fd=fd,
+                         addr_kind=akind, addr=addr, len=length, off=offset & _U64,
+                         length=length, exact=True)
 
     def close(self, file, *, timeout: float | None = None) -> Step:
         """Close a Fixed slot (close_direct) or a plain fd."""
         kind, fd = self._file(file)
-        return self._add("close", dict(fd_kind=kind, fd=fd), timeout,
-                         closes_slot=fd if kind == FD_LOCAL_SLOT else -1)
+        return self._add("close", Step(self, self._next(), "close"), timeout, fd_kind=kind,
+                         fd=fd, closes=fd if kind == FD_LOCAL_SLOT else -1)
 
     def fsync(self, file, *, datasync: bool = False, timeout: float | None = None) -> Step:
         kind, fd = self._file(file)
-        return self._add("fsync", dict(fd_kind=kind, fd=fd, op_flags=1 if datasync else 0),
-                         timeout)
+        return self._add("fsync", Step(self, self._next(), "fsync"), timeout, fd_kind=kind,
+                         fd=fd, op_flags=1 if datasync else 0)
 
     def recv(self, sock, length: int, *, waitall: bool = False, flags: int = 0,
              timeout: float | None = None) -> BufferStep:
@@ -377,19 +387,21 @@ class Chain:
         _check_int("flags", flags, 0, 2**31 - 1)
         if waitall:
             flags |= _socket.MSG_WAITALL
-        buf = self._new_buffer(length)
-        return self._add("recv", dict(fd_kind=kind, fd=fd, addr_kind=ADDR_BUFFER, addr=buf,
-                                      len=length, op_flags=flags),
-                         timeout, BufferStep, buffer=buf, length=length, exact=bool(waitall))
+        buf = len(self._buffers)
+        self._buffers.append(length)
+        return self._add("recv", BufferStep(self, self._next(), "recv", buf, length, bool(waitall)),
+                         timeout, fd_kind=kind, fd=fd, addr_kind=ADDR_BUFFER, addr=buf,
+                         len=length, op_flags=flags, length=length, buffer=buf,
+                         exact=bool(waitall))
 
     def send(self, sock, data, *, flags: int = 0, timeout: float | None = None) -> Step:
         """Send bytes, or the buffer a read (or recv(waitall=True)) step filled."""
         kind, fd = self._file(sock, "sock")
         _check_int("flags", flags, 0, 2**31 - 1)
         akind, addr, length = self._data(data)
-        return self._add("send", dict(fd_kind=kind, fd=fd, addr_kind=akind, addr=addr,
-                                      len=length, op_flags=flags | _socket.MSG_NOSIGNAL),
-                         timeout, length=length)
+        return self._add("send", Step(self, self._next(), "send"), timeout, fd_kind=kind, fd=fd,
+                         addr_kind=akind, addr=addr, len=length,
+                         op_flags=flags | _socket.MSG_NOSIGNAL, length=length)
 
     def accept(self, sock, *, direct: bool = True, flags: int = 0,
                timeout: float | None = None) -> Step:
@@ -397,18 +409,21 @@ class Chain:
         direct=False: a plain fd (owned by you) comes back as the step's result."""
         kind, fd = self._file(sock, "sock")
         _check_int("flags", flags, 0, 2**31 - 1)
+        i = self._next()
         if direct:
-            slot = self._new_slot()
-            return self._add("accept", dict(fd_kind=kind, fd=fd, op_flags=flags, file_index=slot),
-                             timeout, Fixed, slot=slot, fills_slot=slot)
-        return self._add("accept", dict(fd_kind=kind, fd=fd, op_flags=flags | os.O_CLOEXEC),
-                         timeout)
+            slot = self._nslots
+            self._nslots += 1
+            return self._add("accept", Fixed(self, i, "accept", slot), timeout, fd_kind=kind,
+                             fd=fd, op_flags=flags & ~_socket.SOCK_CLOEXEC, file_index=slot,
+                             fills=slot)
+        return self._add("accept", Step(self, i, "accept"), timeout, fd_kind=kind, fd=fd,
+                         op_flags=flags | _socket.SOCK_CLOEXEC)
 
     def connect(self, sock, address, *, timeout: float | None = None) -> Step:
         kind, fd = self._file(sock, "sock")
         raw = sockaddr(address)
-        return self._add("connect", dict(fd_kind=kind, fd=fd, addr_kind=ADDR_ARENA,
-                                         addr=self._put(raw), addr2=len(raw)), timeout)
+        return self._add("connect", Step(self, self._next(), "connect"), timeout, fd_kind=kind,
+                         fd=fd, addr_kind=ADDR_ARENA, addr=self._put(raw), addr2=len(raw))
 
     def socket(self, family: int = _socket.AF_INET, type: int = _socket.SOCK_STREAM,
                proto: int = 0, *, timeout: float | None = None) -> Fixed:
@@ -416,21 +431,25 @@ class Chain:
         _check_int("family", family, 0, 255)
         _check_int("type", type, 0, 2**31 - 1)
         _check_int("proto", proto, 0, 2**31 - 1)
-        slot = self._new_slot()
-        return self._add("socket", dict(fd=family, op_flags=type & ~_socket.SOCK_CLOEXEC, len=proto,
-                                        file_index=slot),
-                         timeout, Fixed, slot=slot, fills_slot=slot)
+        i = self._next()
+        slot = self._nslots
+        self._nslots += 1
+        return self._add("socket", Fixed(self, i, "socket", slot), timeout, fd=family,
+                         op_flags=type & ~_socket.SOCK_CLOEXEC, len=proto, file_index=slot,
+                         fills=slot)
 
     def statx(self, path, *, mask: int = 0x7FF, follow_symlinks: bool = True,
               timeout: float | None = None) -> BufferStep:
         """statx(2) a path; StepResult.stat holds the parsed fields."""
-        flags = 0 if follow_symlinks else 0x100   # AT_SYMLINK_NOFOLLOW
         _check_int("mask", mask, 0, 2**32 - 1)
-        buf = self._new_buffer(STATX_SIZE)
-        return self._add("statx", dict(addr_kind=ADDR_ARENA, addr=self._path(path),
-                                       addr2_kind=ADDR_BUFFER, addr2=buf, op_flags=flags,
-                                       len=mask),
-                         timeout, BufferStep, buffer=buf, length=STATX_SIZE, exact=True)
+        i = self._next()
+        addr = self._path(path)
+        buf = len(self._buffers)
+        self._buffers.append(STATX_SIZE)
+        return self._add("statx", BufferStep(self, i, "statx", buf, STATX_SIZE, True), timeout,
+                         addr_kind=ADDR_ARENA, addr=addr, addr2_kind=ADDR_BUFFER, addr2=buf,
+                         op_flags=0 if follow_symlinks else 0x100,   # AT_SYMLINK_NOFOLLOW
+                         len=mask, buffer=buf)
 
     def splice(self, file_in, off_in: int, file_out, off_out: int, length: int, *,
                flags: int = 0, timeout: float | None = None) -> Step:
@@ -442,9 +461,9 @@ class Chain:
         _check_int("off_out", off_out, -1, 2**63 - 1)
         _check_int("length", length, 0, MAX_RW)
         _check_int("flags", flags, 0, 2**31 - 1)
-        return self._add("splice", dict(fd_kind=kout, fd=fout, fd2_kind=kin, fd2=fin,
-                                        off=off_out & (2**64 - 1), addr=off_in & (2**64 - 1),
-                                        len=length, op_flags=flags), timeout)
+        return self._add("splice", Step(self, self._next(), "splice"), timeout, fd_kind=kout,
+                         fd=fout, fd2_kind=kin, fd2=fin, off=off_out & _U64, addr=off_in & _U64,
+                         len=length, op_flags=flags)
 
     # -- opcodes newer than liburing 2.3: laid by number -----------------------------
     def install_fd(self, file: Fixed, *, cloexec: bool = True,
@@ -454,27 +473,29 @@ class Chain:
         if not isinstance(file, Fixed):
             raise TypeError(f"install_fd needs a Fixed slot, not {type(file).__name__}")
         kind, fd = self._file(file)
-        return self._add("install_fd", dict(fd_kind=kind, fd=fd, op_flags=0 if cloexec else 1),
-                         timeout)
+        return self._add("install_fd", Step(self, self._next(), "install_fd"), timeout,
+                         fd_kind=kind, fd=fd, op_flags=0 if cloexec else 1)
 
     def ftruncate(self, file, length: int, *, timeout: float | None = None) -> Step:
         """Truncate (or extend) a file to `length` bytes (Linux 6.9+)."""
         kind, fd = self._file(file)
         _check_int("length", length, 0, 2**63 - 1)
-        return self._add("ftruncate", dict(fd_kind=kind, fd=fd, off=length), timeout)
+        return self._add("ftruncate", Step(self, self._next(), "ftruncate"), timeout,
+                         fd_kind=kind, fd=fd, off=length)
 
     def bind(self, sock, address, *, timeout: float | None = None) -> Step:
         """bind(2) a socket, e.g. one made by socket() in this chain (Linux 6.11+)."""
         kind, fd = self._file(sock, "sock")
         raw = sockaddr(address)
-        return self._add("bind", dict(fd_kind=kind, fd=fd, addr_kind=ADDR_ARENA,
-                                      addr=self._put(raw), addr2=len(raw)), timeout)
+        return self._add("bind", Step(self, self._next(), "bind"), timeout, fd_kind=kind, fd=fd,
+                         addr_kind=ADDR_ARENA, addr=self._put(raw), addr2=len(raw))
 
     def listen(self, sock, backlog: int = 128, *, timeout: float | None = None) -> Step:
         """listen(2) on a socket (Linux 6.11+)."""
         kind, fd = self._file(sock, "sock")
         _check_int("backlog", backlog, 0, 65535)
-        return self._add("listen", dict(fd_kind=kind, fd=fd, len=backlog), timeout)
+        return self._add("listen", Step(self, self._next(), "listen"), timeout, fd_kind=kind,
+                         fd=fd, len=backlog)
 
     # -- packing ---------------------------------------------------------------------
     def _freeze(self, deadline: bool) -> Frozen:
@@ -483,30 +504,28 @@ class Chain:
             return fz
         if not self._steps:
             raise ChainError("the chain has no steps")
-        packed = bytearray()
+        packed = bytearray(b"".join(self._packed))
         step_pos, timeout_pos = [], []
         fill_pos = [-1] * self._nslots
         close_pos: list[list[int]] = [[] for _ in range(self._nslots)]
         pos = ntimeouts = 0
         last = len(self._steps) - 1
+        link = int(self.link)
         for i, s in enumerate(self._steps):
-            link = 0 if i == last else int(self.link)
+            base = i * STEP_STRUCT.size
+            packed[base + _OFF_LINK] = 0 if i == last else link
             if s.timeout is not None:
-                tkind, tns = TIMEOUT_REL, int(s.timeout * 1e9)
+                packed[base + _OFF_TIMEOUT_KIND] = TIMEOUT_REL
+                struct.pack_into("<Q", packed, base + _OFF_TIMEOUT_NS, int(s.timeout * 1e9))
             elif deadline:
-                tkind, tns = TIMEOUT_ABS, 0          # the ring fills in the deadline
-            else:
-                tkind, tns = TIMEOUT_NONE, 0
-            f = s.fields
-            packed += STEP_STRUCT.pack(f[0], link, f[1], f[2], f[3], f[4], f[5], f[6], f[7],
-                                       f[8], f[9], f[10], f[11], f[12], tkind, 0, f[13], tns)
+                packed[base + _OFF_TIMEOUT_KIND] = TIMEOUT_ABS   # the ring fills in the deadline
             step_pos.append(pos)
             if s.fills_slot >= 0:
                 fill_pos[s.fills_slot] = pos
             if s.closes_slot >= 0:
                 close_pos[s.closes_slot].append(pos)
             pos += 1
-            if tkind:
+            if packed[base + _OFF_TIMEOUT_KIND]:
                 timeout_pos.append(pos)
                 pos += 1
                 ntimeouts += 1
@@ -518,7 +537,10 @@ class Chain:
             nslots=self._nslots, buffers=tuple(self._buffers),
             ring_slots=tuple(self._ring_slots),
             opcodes=frozenset(s.op.opcode for s in self._steps), ntimeouts=ntimeouts,
+            data_steps=tuple((i, s.buffer, s.op.name == "statx")
+                             for i, s in enumerate(self._steps) if s.buffer >= 0),
             uses_deadline=deadline, steps=tuple(self._steps), pins=tuple(self._pins),
+            chain=self, soft=self.link is Link.SOFT,
             slot_fill_pos=tuple(fill_pos), slot_close_pos=tuple(tuple(c) for c in close_pos))
         self._frozen[deadline] = fz
         return fz

@@ -9,6 +9,8 @@ from typing import NamedTuple
 from .chain import Step
 from .errors import StepFailed
 
+_ETIME = -errno.ETIME
+_ECANCELED = -errno.ECANCELED
 _STATX = struct.Struct("<IIQIIIHHQQQQ" + "qIi" * 4 + "IIII")
 
 
@@ -84,45 +86,78 @@ class StepResult:
 
 
 class ChainResult:
-    """The outcome of a whole chain: one StepResult per step, in order."""
-    __slots__ = ("steps", "timed_out", "_failed")
+    """The outcome of a whole chain: one StepResult per step, in order.
 
-    def __init__(self, steps: list[StepResult]):
-        self.steps = steps
-        self.timed_out = any(s.timed_out for s in steps)
-        failed = None
-        for s in steps:
-            if s.error is not None or s.broke_chain:
-                failed = s
-                break
-        self._failed = failed
+    Built lazily from the raw CQE results: a caller that only checks `.ok` or reads one
+    step's data pays for nothing else."""
+    __slots__ = ("_fz", "_vals", "_datas", "_soft", "_steps")
+
+    def __init__(self, fz, vals: list, datas: dict, soft: bool):
+        self._fz = fz          # chain.Frozen: where each step's result sits in `vals`
+        self._vals = vals      # raw CQE results, in SQE order (timeouts included)
+        self._datas = datas    # step index -> bytes
+        self._soft = soft
+        self._steps = None
+
+    @property
+    def steps(self) -> list[StepResult]:
+        if self._steps is None:
+            fz, vals = self._fz, self._vals
+            out = []
+            prev = None
+            for i, info in enumerate(fz.steps):
+                r = vals[fz.step_pos[i]]
+                tp = fz.timeout_pos[i]
+                timed_out = tp >= 0 and vals[tp] == _ETIME and r == _ECANCELED
+                short = info.exact and 0 <= r < info.length
+                sr = StepResult(i, info.op.name, r, self._datas.get(i), short, timed_out)
+                if prev is not None and prev.short and self._soft and r == _ECANCELED:
+                    prev.broke_chain = True
+                out.append(sr)
+                prev = sr
+            self._steps = out
+        return self._steps
+
+    @property
+    def timed_out(self) -> bool:
+        return any(s.timed_out for s in self.steps)
 
     @property
     def ok(self) -> bool:
-        return self._failed is None
+        if self._steps is None and min(self._vals) >= 0:
+            return True    # fast path: every CQE succeeded and nothing was cancelled
+        return self.failed_step is None
 
     @property
     def failed_step(self) -> StepResult | None:
         """The first step that failed (or whose short result broke the chain)."""
-        return self._failed
+        for s in self.steps:
+            if s.error is not None or s.broke_chain:
+                return s
+        return None
 
     def __getitem__(self, key) -> StepResult:
         if isinstance(key, Step):
-            if key.index is None:
-                raise KeyError(f"{key!r} is not a step of a chain")
+            if key.index is None or key.chain is not self._fz.chain:
+                raise KeyError(f"{key!r} is not a step of this chain")
             return self.steps[key.index]
         return self.steps[key]
 
+    def data(self, key) -> bytes | None:
+        """Bytes a read/recv/statx step produced (fast: builds no StepResult)."""
+        idx = key.index if isinstance(key, Step) else key
+        return self._datas.get(idx)
+
     def __len__(self) -> int:
-        return len(self.steps)
+        return len(self._fz.steps)
 
     def __iter__(self):
         return iter(self.steps)
 
     def raise_for_error(self) -> "ChainResult":
-        s = self._failed
-        if s is None:
+        if self.ok:
             return self
+        s = self.failed_step
         if s.broke_chain:
             raise StepFailed(errno.ECANCELED,
                              f"step {s.index} ({s.op}) moved {s.res} bytes, fewer than asked; "
@@ -131,5 +166,7 @@ class ChainResult:
         raise StepFailed(s.error.errno, str(s.error), s)
 
     def __repr__(self) -> str:
-        state = "ok" if self.ok else f"failed at step {self._failed.index} ({self._failed.op})"
-        return f"<ChainResult {len(self.steps)} steps, {state}>"
+        if self.ok:
+            return f"<ChainResult {len(self)} steps, ok>"
+        f = self.failed_step
+        return f"<ChainResult {len(self)} steps, failed at step {f.index} ({f.op})>"

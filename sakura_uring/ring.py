@@ -19,14 +19,15 @@ import os
 import resource
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 
 from . import ops as _ops
 from ._native import ffi, lib
-from .chain import STATX_SIZE, Chain, Fixed, Frozen, Link, _check_timeout
+from .chain import MAX_STEPS, STATX_SIZE, Chain, Fixed, Frozen, _check_timeout
 from .errors import ChainError, IoUringUnavailable, RingClosed, RingFull, UnsupportedOperation
 from .probe import probe
-from .result import ChainResult, StepResult
+from .result import ChainResult
 
 SETUP_SQPOLL = 1 << 1
 SQ_NEED_WAKEUP = 1 << 0
@@ -37,6 +38,8 @@ SLICE_NS = 50_000_000          # longest a waiter stays in the kernel before re-
 _NULL = ffi.NULL
 _ECANCELED = -errno.ECANCELED
 _ETIME = -errno.ETIME
+_EMPTY = ()
+_NO_ARRAY = ()
 
 
 class _Inflight:
@@ -74,12 +77,13 @@ class Ring:
     buffers      registered buffers of buffer_size bytes each, used by read/recv steps;
                  a longer read gets a private buffer instead
     spin_us      how long a waiter polls the CQ before sleeping in the kernel
+    sq_cpu       pin the SQPOLL thread to this CPU (keep it off the application's core)
     """
 
     def __init__(self, entries: int = 256, *, sqpoll: bool = False, sq_idle_ms: int = 1000,
                  cq_entries: int | None = None, slots: int | None = None,
                  buffers: int | None = None, buffer_size: int = 65536,
-                 spin_us: int | None = None):
+                 spin_us: int | None = None, sq_cpu: int | None = None):
         _int("entries", entries, 1, 32768)
         _int("sq_idle_ms", sq_idle_ms, 0, 2**31 - 1)
         if not isinstance(sqpoll, bool):
@@ -94,13 +98,17 @@ class Ring:
                              f"the registered file table; raise it (ulimit -n) or ask for fewer")
         buffers = min(entries, 64) if buffers is None else _int("buffers", buffers, 0, 16384)
         _int("buffer_size", buffer_size, 1, 1 << 30)
+        if sq_cpu is not None:
+            if not sqpoll:
+                raise ValueError("sq_cpu pins the SQPOLL thread: it needs sqpoll=True")
+            _int("sq_cpu", sq_cpu, 0, os.cpu_count() - 1)
         spin_us = (20 if sqpoll else 0) if spin_us is None else _int("spin_us", spin_us, 0, 10**6)
 
         max_chains = _pow2(cq)
         err = ffi.new("int *")
         r = lib.sk_ring_new(entries, cq if cq_entries is not None else 0,
                             SETUP_SQPOLL if sqpoll else 0, sq_idle_ms, slots, buffers,
-                            buffer_size, max_chains, err)
+                            buffer_size, max_chains, -1 if sq_cpu is None else sq_cpu, err)
         if r == _NULL:
             e = -err[0]
             if e == errno.EMFILE:
@@ -130,6 +138,11 @@ class Ring:
         self._registered: dict[int, Fixed] = {}
         self._pending: dict[int, _Inflight] = {}
         self._tags = ffi.new("uint32_t[]", TAGS_MAX)
+        self._tag_arrays = [(_NO_ARRAY, _NO_ARRAY)] * (max_chains + 1)
+        # scratch for sk_submit_chain (read only during the call, which holds _lock)
+        self._scratch_slots = ffi.new("int32_t[]", max(slots, 1))
+        self._scratch_addr = ffi.new("uint64_t[]", MAX_STEPS)
+        self._scratch_idx = ffi.new("int32_t[]", MAX_STEPS)
         self._lock = threading.Lock()          # publishing: SQ, pools
         self._reap_lock = threading.Lock()     # consuming the CQ
         self._cv = threading.Condition(threading.Lock())
@@ -165,6 +178,36 @@ class Ring:
         except BaseException:
             self._cancel(st)       # e.g. KeyboardInterrupt: don't leave it running unseen
             raise
+        if st.error is not None:
+            raise st.error
+        return st.result
+
+    def run_many(self, chains, *, window: int | None = None,
+                 timeout: float | None = None) -> list[ChainResult]:
+        """Run many chains with up to `window` of them in flight at once (default: a
+        quarter of the SQ); returns their results in the order given."""
+        return list(self.imap(chains, window=window, timeout=timeout))
+
+    def imap(self, chains, *, window: int | None = None, timeout: float | None = None):
+        """Like run_many, but yields each result (in order) as soon as it is ready and
+        keeps nothing: for long streams. The calling thread reaps, so there are no thread
+        hops and, with SQPOLL, almost no system calls."""
+        window = max(1, self.sq_entries // 4) if window is None else _int("window", window, 1, 1 << 20)
+        active: deque[_Inflight] = deque()
+        try:
+            for chain in chains:
+                active.append(self._publish(chain, timeout, block=True))
+                while len(active) >= window:
+                    yield self._result_of(active.popleft())
+            while active:
+                yield self._result_of(active.popleft())
+        finally:
+            for st in active:   # abandoned (exception, or the generator was dropped)
+                self._cancel(st)
+
+    def _result_of(self, st: _Inflight) -> ChainResult:
+        if not st.done:
+            self._wait(st)
         if st.error is not None:
             raise st.error
         return st.result
@@ -345,41 +388,49 @@ class Ring:
     def _lay(self, fz: Frozen, deadline: int) -> _Inflight | None:
         """Give the chain its tag, slots and buffers and lay it (caller holds _lock)."""
         tag = self._free_tags.pop()
-        slots = [self._free_slots.pop() for _ in range(fz.nslots)]
-        keep = []
-        pool_bufs = []
-        addrs = []
-        idxs = []
-        for length in fz.buffers:
-            if length <= self.buffer_size and self._free_bufs:
-                b = self._free_bufs.pop()
-                pool_bufs.append(b)
-                addrs.append(self._buf_addr[b])
-                idxs.append(b)
-            else:   # too long for the pool, or the pool is empty: a private buffer
-                mem = ffi.new("char[]", max(length, 1))
-                keep.append(mem)
-                addrs.append(int(ffi.cast("uintptr_t", mem)))
-                idxs.append(-1)
         total = fz.total
-        res = ffi.new("int32_t[]", total)
-        cflags = ffi.new("uint32_t[]", total)
-        ts = ffi.new("struct __kernel_timespec[]", fz.ntimeouts) if fz.ntimeouts else _NULL
-        if fz.ntimeouts:
-            keep.append(ts)
+        res, cflags = self._tag_arrays[tag]
+        if len(res) < total:   # per-tag result arrays, grown on demand, reused forever
+            res = ffi.new("int32_t[]", _pow2(total))
+            cflags = ffi.new("uint32_t[]", _pow2(total))
+            self._tag_arrays[tag] = (res, cflags)
+        slots = [self._free_slots.pop() for _ in range(fz.nslots)] if fz.nslots else _EMPTY
+        keep = None
+        pool_bufs = _EMPTY
+        addrs = _EMPTY
+        if fz.buffers:
+            pool_bufs = []
+            addrs = []
+            idx = self._scratch_idx
+            for k, length in enumerate(fz.buffers):
+                if length <= self.buffer_size and self._free_bufs:
+                    b = self._free_bufs.pop()
+                    pool_bufs.append(b)
+                    addrs.append(self._buf_addr[b])
+                    idx[k] = b
+                else:   # too long for the pool, or the pool is empty: a private buffer
+                    mem = ffi.new("char[]", max(length, 1))
+                    keep = [mem] if keep is None else keep + [mem]
+                    addrs.append(int(ffi.cast("uintptr_t", mem)))
+                    idx[k] = -1
+            self._scratch_addr[0:len(addrs)] = addrs
+        if slots:
+            self._scratch_slots[0:len(slots)] = slots
+        ts = _NULL
+        if fz.ntimeouts:   # the kernel reads these when it consumes the SQE: keep them
+            ts = ffi.new("struct __kernel_timespec[]", fz.ntimeouts)
+            keep = [ts] if keep is None else keep + [ts]
         steps, arena = fz.cdata
-        ret = lib.sk_submit_chain(
-            self._r, steps, fz.nsteps, ffi.new("int32_t[]", slots) if slots else _NULL,
-            ffi.new("uint64_t[]", addrs) if addrs else _NULL,
-            ffi.new("int32_t[]", idxs) if idxs else _NULL,
-            arena, ts, deadline, tag, total, res, cflags)
+        ret = lib.sk_submit_chain(self._r, steps, fz.nsteps, self._scratch_slots,
+                                  self._scratch_addr, self._scratch_idx, arena, ts, deadline,
+                                  tag, total, res, cflags)
         if ret == -errno.EBUSY:   # the SQ has no room yet (SQPOLL hasn't consumed it)
             self._free_tags.append(tag)
             self._free_slots.extend(reversed(slots))
             self._free_bufs.extend(reversed(pool_bufs))
             return None
         st = _Inflight(fz, tag, slots, pool_bufs, addrs, keep, res, cflags)
-        if ret < 0 and ret != -errno.EBUSY:
+        if ret < 0:
             if ret in (-errno.EINVAL, -errno.EEXIST):   # nothing was laid
                 self._free_tags.append(tag)
                 self._free_slots.extend(reversed(slots))
@@ -436,41 +487,28 @@ class Ring:
         st = self._pending.pop(tag)
         fz = st.fz
         vals = ffi.unpack(st.res, fz.total)
-        steps = []
-        prev = None
-        soft = fz.steps and self._link_of(fz) is Link.SOFT
-        for i, info in enumerate(fz.steps):
+        datas = {}
+        for i, buf, is_statx in fz.data_steps:
             r = vals[fz.step_pos[i]]
-            tp = fz.timeout_pos[i]
-            timed_out = tp >= 0 and vals[tp] == _ETIME and r == _ECANCELED
-            data = None
-            if info.buffer >= 0 and r >= 0:
-                n = STATX_SIZE if info.op.name == "statx" else r
-                data = ffi.buffer(ffi.cast("char *", st.buf_addrs[info.buffer]), n)[:]
-            short = info.exact and 0 <= r < info.length
-            sr = StepResult(i, info.op.name, r, data, short, timed_out)
-            if prev is not None and prev.short and soft and r == _ECANCELED:
-                prev.broke_chain = True
-            steps.append(sr)
-            prev = sr
+            if r >= 0:   # copy out before the buffer goes back to the pool
+                datas[i] = ffi.buffer(ffi.cast("char *", st.buf_addrs[buf]),
+                                      STATX_SIZE if is_statx else r)[:]
         # Slots a step filled and no step of the chain closed: empty them now.
-        release = None
-        for k, fill in enumerate(fz.slot_fill_pos):
-            if fill >= 0 and vals[fill] >= 0 and not any(vals[p] == 0 for p in fz.slot_close_pos[k]):
-                if release is None:
-                    release = []
-                release.append(st.slots[k])
-        if release and not self._closed:
-            lib.sk_release_slots(self._r, ffi.new("int32_t[]", release), len(release))
+        if st.slots:
+            release = None
+            for k, fill in enumerate(fz.slot_fill_pos):
+                if fill >= 0 and vals[fill] >= 0 and not any(vals[p] == 0 for p in fz.slot_close_pos[k]):
+                    if release is None:
+                        release = []
+                    release.append(st.slots[k])
+            if release and not self._closed:
+                lib.sk_release_slots(self._r, ffi.new("int32_t[]", release), len(release))
+            self._free_slots.extend(st.slots)
         # Plain list appends are atomic; publishers re-check under _lock.
-        self._free_slots.extend(st.slots)
-        self._free_bufs.extend(st.pool_bufs)
+        if st.pool_bufs:
+            self._free_bufs.extend(st.pool_bufs)
         self._free_tags.append(tag)
-        self._deliver(st, ChainResult(steps), None)
-
-    @staticmethod
-    def _link_of(fz: Frozen) -> Link:
-        return fz.steps[0].handle.chain.link
+        self._deliver(st, ChainResult(fz, vals, datas, fz.soft), None)
 
     def _deliver(self, st: _Inflight, result, error) -> None:
         st.result = result

@@ -59,7 +59,7 @@ static void ns_to_ts(struct __kernel_timespec *ts, long long ns)
 
 struct sk_ring *sk_ring_new(unsigned entries, unsigned cq_entries, unsigned flags,
                             unsigned sq_idle_ms, unsigned slots, unsigned buffers,
-                            unsigned buffer_size, unsigned max_chains, int *err)
+                            unsigned buffer_size, unsigned max_chains, int sq_cpu, int *err)
 {
     struct sk_ring *r = calloc(1, sizeof *r);
     struct io_uring_params p;
@@ -74,6 +74,10 @@ struct sk_ring *sk_ring_new(unsigned entries, unsigned cq_entries, unsigned flag
         memset(&p, 0, sizeof p);
         p.flags = flags | (attempt == 0 ? optional : 0);
         p.sq_thread_idle = sq_idle_ms;
+        if (sq_cpu >= 0) {
+            p.flags |= IORING_SETUP_SQ_AFF;
+            p.sq_thread_cpu = (unsigned)sq_cpu;
+        }
         if (cq_entries) {
             p.flags |= IORING_SETUP_CQSIZE;
             p.cq_entries = cq_entries;
@@ -377,7 +381,7 @@ int sk_reap(struct sk_ring *r, long long timeout_ns, long long spin_ns,
             uint32_t *tags, unsigned max_tags)
 {
     unsigned k = 0;
-    int woken = 0, spun = 0;
+    int woken = 0;
     long long start = (timeout_ns != 0 || spin_ns > 0) ? now_ns() : 0;
     long long deadline = timeout_ns > 0 ? start + timeout_ns : LLONG_MAX;
 
@@ -396,11 +400,12 @@ int sk_reap(struct sk_ring *r, long long timeout_ns, long long spin_ns,
             io_uring_enter(r->ring.ring_fd, 0, 0, IORING_ENTER_SQ_WAKEUP, NULL);
             r->stats.wakeups++;
         }
-        if (spin_ns > 0 && !spun) {
+        if (spin_ns > 0 && now_ns() < start + spin_ns) {
+            /* busy-poll: a chain's CQEs arrive one by one, keep going until one
+             * whole chain is done or the spin budget is spent */
             long long until = start + spin_ns;
             while (!io_uring_cq_ready(&r->ring) && now_ns() < until)
                 __builtin_ia32_pause();
-            spun = 1;
             continue;
         }
         long long now = now_ns();

@@ -42,7 +42,7 @@ struct sk_stats {
 
 struct sk_ring *sk_ring_new(unsigned entries, unsigned cq_entries, unsigned flags,
                             unsigned sq_idle_ms, unsigned slots, unsigned buffers,
-                            unsigned buffer_size, unsigned max_chains, int *err);
+                            unsigned buffer_size, unsigned max_chains, int sq_cpu, int *err);
 void sk_ring_free(struct sk_ring *r);
 void sk_ring_info(struct sk_ring *r, struct sk_info *out);
 void sk_ring_stats(struct sk_ring *r, struct sk_stats *out);
