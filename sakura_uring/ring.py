@@ -370,12 +370,8 @@ class Ring:
             with self._lock:
                 self._check_open()
                 if self._free_tags and len(self._free_slots) >= fz.nslots:
-                    st = self._lay(fz, deadline)
+                    st = self._lay(fz, deadline, future, aio)
                     if st is not None:
-                        if future is not None:
-                            st.future = future
-                            self._futures_pending += 1
-                        st.aio = aio
                         break
             if not block:
                 raise RingFull(f"no room for the chain now ({len(self._pending)} chains in "
@@ -385,7 +381,7 @@ class Ring:
             self._start_completer()
         return st
 
-    def _lay(self, fz: Frozen, deadline: int) -> _Inflight | None:
+    def _lay(self, fz: Frozen, deadline: int, future, aio) -> _Inflight | None:
         """Give the chain its tag, slots and buffers and lay it (caller holds _lock)."""
         tag = self._free_tags.pop()
         total = fz.total
@@ -420,26 +416,30 @@ class Ring:
         if fz.ntimeouts:   # the kernel reads these when it consumes the SQE: keep them
             ts = ffi.new("struct __kernel_timespec[]", fz.ntimeouts)
             keep = [ts] if keep is None else keep + [ts]
+        st = _Inflight(fz, tag, slots, pool_bufs, addrs, keep, res, cflags)
+        st.future = future
+        st.aio = aio
+        # registered before the kernel sees the chain: another thread may reap it at once
+        self._pending[tag] = st
+        if future is not None:
+            self._futures_pending += 1
         steps, arena = fz.cdata
         ret = lib.sk_submit_chain(self._r, steps, fz.nsteps, self._scratch_slots,
                                   self._scratch_addr, self._scratch_idx, arena, ts, deadline,
                                   tag, total, res, cflags)
-        if ret == -errno.EBUSY:   # the SQ has no room yet (SQPOLL hasn't consumed it)
+        if ret >= 0:
+            return st
+        if ret in (-errno.EBUSY, -errno.EINVAL, -errno.EEXIST):   # nothing was laid
+            del self._pending[tag]
+            if future is not None:
+                self._futures_pending -= 1
             self._free_tags.append(tag)
             self._free_slots.extend(reversed(slots))
             self._free_bufs.extend(reversed(pool_bufs))
-            return None
-        st = _Inflight(fz, tag, slots, pool_bufs, addrs, keep, res, cflags)
-        if ret < 0:
-            if ret in (-errno.EINVAL, -errno.EEXIST):   # nothing was laid
-                self._free_tags.append(tag)
-                self._free_slots.extend(reversed(slots))
-                self._free_bufs.extend(reversed(pool_bufs))
-            else:   # laid, but io_uring_enter failed: it stays in the SQ for the next enter
-                self._pending[tag] = st
-            raise OSError(-ret, f"io_uring_enter: {os.strerror(-ret)}")
-        self._pending[tag] = st
-        return st
+            if ret == -errno.EBUSY:   # the SQ has no room yet (SQPOLL hasn't consumed it)
+                return None
+        # else: laid, but io_uring_enter failed; it stays in the SQ for the next enter
+        raise OSError(-ret, f"io_uring_enter: {os.strerror(-ret)}")
 
     def _make_progress(self) -> None:
         """Free some resources: reap if nobody else does, else wait for whoever does."""
