@@ -59,3 +59,17 @@ def release_tuple(text: str) -> tuple[int, ...]:
             break
         out.append(int(digits))
     return tuple(out)
+
+
+def markdown_table() -> str:
+    """The op table as it appears in docs/api.md (a test keeps the two equal)."""
+    rows = ["| step | IORING_OP | since | arguments | yields | prepared by |",
+            "|---|---|---|---|---|---|"]
+    for op in OPS:
+        rows.append(f"| `{op.name}` | {op.opcode} | {op.since} | {op.args or '—'} | {op.yields} "
+                    f"| {'liburing 2.3 helper' if op.native == 'liburing' else 'opcode number'} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
