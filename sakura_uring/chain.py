@@ -133,11 +133,11 @@ class Frozen:
     cdata: object = field(default=None, repr=False)   # native views, made by the ring
 
 
-def _check_int(name: str, value, lo: int, hi: int) -> int:
+def _check_int(name: str, value, lo: int, hi: int, exc=ChainError) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not lo <= value <= hi:
-        raise ChainError(f"{name} = {value} is out of range [{lo}, {hi}]")
+        raise exc(f"{name} = {value} is out of range [{lo}, {hi}]")
     return value
 
 

@@ -24,7 +24,7 @@ from concurrent.futures import Future
 
 from . import ops as _ops
 from ._native import ffi, lib
-from .chain import MAX_STEPS, STATX_SIZE, Chain, Fixed, Frozen, _check_timeout
+from .chain import MAX_STEPS, STATX_SIZE, Chain, Fixed, Frozen, _check_int, _check_timeout
 from .errors import ChainError, IoUringUnavailable, RingClosed, RingFull, UnsupportedOperation
 from .probe import probe
 from .result import ChainResult
@@ -35,6 +35,10 @@ SQ_CQ_OVERFLOW = 1 << 1
 FEAT_NODROP = 1 << 1
 TAGS_MAX = 256
 SLICE_NS = 50_000_000          # longest a waiter stays in the kernel before re-checking
+
+
+def _int(name: str, value, lo: int, hi: int) -> int:
+    return _check_int(name, value, lo, hi, ValueError)
 _NULL = ffi.NULL
 _ECANCELED = -errno.ECANCELED
 _ETIME = -errno.ETIME
@@ -453,19 +457,7 @@ class Ring:
                 return
             raise ChainError("the ring has no room for this chain and nothing in flight "
                              "would free any (slots held by register_file?)")
-        if self._reap_lock.acquire(False):
-            try:
-                if not self._closing:
-                    self._reap(10_000_000)
-            finally:
-                self._release_reaper()
-        else:
-            with self._cv:
-                self._followers += 1
-                try:
-                    self._cv.wait(0.005)
-                finally:
-                    self._followers -= 1
+        self._reap_or_follow(lambda: self._closing, 10_000_000)
 
     def _cancel(self, st: _Inflight) -> None:
         with self._lock:
@@ -544,20 +536,27 @@ class Ring:
 
     def _wait(self, st: _Inflight) -> None:
         while not st.done:
-            if self._reap_lock.acquire(False):
+            self._reap_or_follow(lambda: st.done or self._closed, SLICE_NS)
+
+    def _reap_or_follow(self, done, slice_ns: int) -> None:
+        """Leader/follower: reap until done() if nobody else is reaping; otherwise sleep
+        until the reaper delivers something or lets go."""
+        if self._reap_lock.acquire(False):
+            try:
+                while not done():
+                    self._reap(slice_ns)
+                    if slice_ns != SLICE_NS:
+                        break          # one round is enough to make progress
+            finally:
+                self._release_reaper()
+        else:
+            with self._cv:
+                self._followers += 1
                 try:
-                    while not st.done and not self._closed:
-                        self._reap(SLICE_NS)
+                    if not done():
+                        self._cv.wait(0.01)
                 finally:
-                    self._release_reaper()
-            else:
-                with self._cv:
-                    self._followers += 1
-                    try:
-                        if not st.done:
-                            self._cv.wait(0.01)
-                    finally:
-                        self._followers -= 1
+                    self._followers -= 1
 
     def _start_completer(self) -> None:
         with self._cv:
@@ -646,14 +645,6 @@ def _set_aio(fut, result, error) -> None:
         fut.set_exception(error)
     else:
         fut.set_result(result)
-
-
-def _int(name: str, value, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name}={value} is out of range [{lo}, {hi}]")
-    return value
 
 
 def _pow2(n: int) -> int:
