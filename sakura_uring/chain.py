@@ -122,7 +122,6 @@ class Frozen:
     ring_slots: tuple            # ring-registered Fixed handles used
     opcodes: frozenset
     ntimeouts: int
-    uses_deadline: bool
     steps: tuple                 # _StepInfo per step
     pins: tuple                  # large data objects that must outlive the chain
     chain: object                # the Chain (handles are checked against it)
@@ -539,7 +538,7 @@ class Chain:
             opcodes=frozenset(s.op.opcode for s in self._steps), ntimeouts=ntimeouts,
             data_steps=tuple((i, s.buffer, s.op.name == "statx")
                              for i, s in enumerate(self._steps) if s.buffer >= 0),
-            uses_deadline=deadline, steps=tuple(self._steps), pins=tuple(self._pins),
+            steps=tuple(self._steps), pins=tuple(self._pins),
             chain=self, soft=self.link is Link.SOFT,
             slot_fill_pos=tuple(fill_pos), slot_close_pos=tuple(tuple(c) for c in close_pos))
         self._frozen[deadline] = fz

@@ -90,13 +90,12 @@ class ChainResult:
 
     Built lazily from the raw CQE results: a caller that only checks `.ok` or reads one
     step's data pays for nothing else."""
-    __slots__ = ("_fz", "_vals", "_datas", "_soft", "_steps")
+    __slots__ = ("_fz", "_vals", "_datas", "_steps")
 
-    def __init__(self, fz, vals: list, datas: dict, soft: bool):
+    def __init__(self, fz, vals: list, datas: dict):
         self._fz = fz          # chain.Frozen: where each step's result sits in `vals`
         self._vals = vals      # raw CQE results, in SQE order (timeouts included)
         self._datas = datas    # step index -> bytes
-        self._soft = soft
         self._steps = None
 
     @property
@@ -111,7 +110,7 @@ class ChainResult:
                 timed_out = tp >= 0 and vals[tp] == _ETIME and r == _ECANCELED
                 short = info.exact and 0 <= r < info.length
                 sr = StepResult(i, info.op.name, r, self._datas.get(i), short, timed_out)
-                if prev is not None and prev.short and self._soft and r == _ECANCELED:
+                if prev is not None and prev.short and fz.soft and r == _ECANCELED:
                     prev.broke_chain = True
                 out.append(sr)
                 prev = sr

@@ -40,10 +40,7 @@ SLICE_NS = 50_000_000          # longest a waiter stays in the kernel before re-
 def _int(name: str, value, lo: int, hi: int) -> int:
     return _check_int(name, value, lo, hi, ValueError)
 _NULL = ffi.NULL
-_ECANCELED = -errno.ECANCELED
-_ETIME = -errno.ETIME
 _EMPTY = ()
-_NO_ARRAY = ()
 
 
 class _Inflight:
@@ -142,7 +139,7 @@ class Ring:
         self._registered: dict[int, Fixed] = {}
         self._pending: dict[int, _Inflight] = {}
         self._tags = ffi.new("uint32_t[]", TAGS_MAX)
-        self._tag_arrays = [(_NO_ARRAY, _NO_ARRAY)] * (max_chains + 1)
+        self._tag_arrays = [(_EMPTY, _EMPTY)] * (max_chains + 1)
         # scratch for sk_submit_chain (read only during the call, which holds _lock)
         self._scratch_slots = ffi.new("int32_t[]", max(slots, 1))
         self._scratch_addr = ffi.new("uint64_t[]", MAX_STEPS)
@@ -457,7 +454,7 @@ class Ring:
                 return
             raise ChainError("the ring has no room for this chain and nothing in flight "
                              "would free any (slots held by register_file?)")
-        self._reap_or_follow(lambda: self._closing, 10_000_000)
+        self._reap_or_follow(lambda: self._closing, 10_000_000, once=True)
 
     def _cancel(self, st: _Inflight) -> None:
         with self._lock:
@@ -500,7 +497,7 @@ class Ring:
         if st.pool_bufs:
             self._free_bufs.extend(st.pool_bufs)
         self._free_tags.append(tag)
-        self._deliver(st, ChainResult(fz, vals, datas, fz.soft), None)
+        self._deliver(st, ChainResult(fz, vals, datas), None)
 
     def _deliver(self, st: _Inflight, result, error) -> None:
         st.result = result
@@ -538,15 +535,15 @@ class Ring:
         while not st.done:
             self._reap_or_follow(lambda: st.done or self._closed, SLICE_NS)
 
-    def _reap_or_follow(self, done, slice_ns: int) -> None:
-        """Leader/follower: reap until done() if nobody else is reaping; otherwise sleep
-        until the reaper delivers something or lets go."""
+    def _reap_or_follow(self, done, slice_ns: int, *, once: bool = False) -> None:
+        """Leader/follower: reap until done() (or one round, with once=True) if nobody
+        else is reaping; otherwise sleep until the reaper delivers something or lets go."""
         if self._reap_lock.acquire(False):
             try:
                 while not done():
                     self._reap(slice_ns)
-                    if slice_ns != SLICE_NS:
-                        break          # one round is enough to make progress
+                    if once:
+                        break
             finally:
                 self._release_reaper()
         else:
