@@ -9,7 +9,7 @@ CACHE := $(abspath .cache)
 HDRS  := $(CACHE)/kernel-headers
 # Debian packages: liburing for the binding, bcc + headers for tracing, gcc to build
 DEB_PKGS := liburing-dev python3-bpfcc linux-headers-amd64 gcc libc6-dev
-NATIVE_SRC := sakura_uring/_native/shim.c sakura_uring/_native/shim.h sakura_uring/_native/build.py
+NATIVE_SRC := $(filter-out %/_sakura.c,$(wildcard sakura_uring/_native/*.[ch])) sakura_uring/_native/build.py
 NATIVE_SO  := $(VENV)/.native-built
 export BCC_KERNEL_SOURCE := $(HDRS)
 

@@ -16,7 +16,7 @@ from .chain import BufferStep, Chain, Fixed, Link, Step
 from .errors import (ChainError, IoUringUnavailable, RingClosed, RingFull, SakuraError,
                      StepFailed, UnsupportedOperation)
 from .ops import OPS
-from .probe import KernelProbe, probe
+from .probe import Engine, KernelProbe, engines, probe
 from .result import ChainResult, StepResult, Statx
 from .ring import Ring, sakura_call
 
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Ring", "Chain", "Link", "Fixed", "Step", "BufferStep", "ChainResult", "StepResult",
-    "Statx", "sakura_call", "probe", "KernelProbe", "OPS", "SakuraError",
+    "Statx", "sakura_call", "probe", "KernelProbe", "engines", "Engine", "OPS", "SakuraError",
     "IoUringUnavailable", "ChainError", "UnsupportedOperation", "RingClosed", "RingFull",
     "StepFailed",
 ]

@@ -56,3 +56,74 @@ def probe() -> KernelProbe:
         release=release, version=_ops.release_tuple(release), opcodes=opcodes,
         last_op=last[0], features=frozenset(n for b, n in FEATURES.items() if feats & (1 << b)),
         ops={op.name: op.opcode in opcodes for op in _ops.OPS}, io_uring_disabled=disabled)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """An execution engine and whether this kernel and process can use it."""
+    name: str          # "link" (sakura_uring.Ring) or "kernel" (sakura_uring.kernel.KernelRing)
+    available: bool
+    reason: str        # why not, naming the fix; "" when available
+
+    def __bool__(self) -> bool:
+        return self.available
+
+
+TRACEPOINT_DIRS = ("/sys/kernel/tracing/events/io_uring/io_uring_complete",
+                   "/sys/kernel/debug/tracing/events/io_uring/io_uring_complete")
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+
+
+def _cap_eff() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def _kernel_engine(kp: KernelProbe) -> str:
+    """"" when kernel handlers work here, else the first reason they don't."""
+    caps = _cap_eff()
+    if not (caps >> CAP_SYS_ADMIN & 1 or (caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1)):
+        return ("loading a tracing BPF program needs CAP_BPF and CAP_PERFMON (or "
+                "CAP_SYS_ADMIN): run as root")
+    if kp.version < (6, 6):
+        return (f"this kernel is {kp.release}: rings in BPF map memory need "
+                "IORING_SETUP_NO_MMAP (Linux 6.5) and IORING_SETUP_NO_SQARRAY (Linux 6.6)")
+    stage = ffi.new("int *")
+    rc = lib.sk_kr_probe(stage)
+    if rc:
+        what = {1: "creating a BPF_F_MMAPABLE array map", 2: "mapping it",
+                3: "io_uring_setup(NO_MMAP | NO_SQARRAY | SQPOLL) on its pages"}[stage[0]]
+        why = os.strerror(-rc)
+        if stage[0] == 3 and rc == -22:
+            why += (" (this kernel does not accept a ring in non-contiguous memory, as BPF "
+                    "map pages are)")
+        return f"{what} failed: {why}"
+    if not any(os.path.isdir(d) for d in TRACEPOINT_DIRS):
+        return ("the io_uring:io_uring_complete tracepoint is not visible: mount tracefs "
+                "(mount -t tracefs tracefs /sys/kernel/tracing, or `make setup`)")
+    from .trace.bccenv import TracingUnavailable, load_bcc
+    try:
+        load_bcc()
+    except TracingUnavailable as exc:
+        return str(exc)
+    return ""
+
+
+@functools.lru_cache(maxsize=1)
+def engines() -> dict:
+    """Which engines this kernel and process can use: {"link": Engine, "kernel": Engine};
+    each unavailable one says exactly why."""
+    try:
+        kp = probe()
+    except IoUringUnavailable as exc:
+        return {"link": Engine("link", False, str(exc)),
+                "kernel": Engine("kernel", False, str(exc))}
+    kernel = _kernel_engine(kp)
+    return {"link": Engine("link", True, ""),
+            "kernel": Engine("kernel", not kernel, kernel)}

@@ -1,0 +1,380 @@
+/* sakura.h — the kernel-handler SDK (BPF side).
+ *
+ * A handler is one function, `int on_complete(struct sk_event *e)`, run in kernel context
+ * at every completion of its own requests (io_uring:io_uring_complete tracepoint). It reads
+ * the result, looks at the request's data buffer, and pushes the next system calls into
+ * the submission ring itself; the SQPOLL thread carries them out. Nothing returns to user
+ * space until the handler calls sk_finish().
+ *
+ * sakura_uring.kernel.KernelRing compiles this file with bcc, in front of the handler,
+ * after defining the layout macros below (SK_ENTRIES, SK_REQS, SK_BUF_SIZE, ...) and the
+ * opcode numbers (SK_OP_*, generated from sakura_uring/ops.py). The matching C side (the
+ * application's push and the drainer) is sakura_uring/_native/kring.c: keep the two
+ * layouts equal.
+ *
+ * Every shared structure lives in a BPF_F_MMAPABLE array map that the application also
+ * maps: the SQE array and the rings (handed to io_uring_setup with IORING_SETUP_NO_MMAP),
+ * the control word, the per-request state and the data buffers. A handler therefore
+ * writes only its own maps; the SQEs it pushes run with the process's credentials.
+ */
+#ifndef SK_ENTRIES
+#error "sakura.h is compiled by sakura_uring.kernel.KernelRing, which defines its layout macros"
+#endif
+
+#include <uapi/linux/errno.h>
+#include <uapi/linux/fcntl.h>
+
+/* ---- layout (shared with kring.c) ------------------------------------------------ */
+
+/* An io_uring SQE, field for field (include/uapi/linux/io_uring.h). 64 bytes. */
+struct sk_sqe {
+    u8  opcode;
+    u8  flags;
+    u16 ioprio;
+    s32 fd;
+    u64 off;          /* file offset; STATX: the statx buffer */
+    u64 addr;         /* buffer or path */
+    u32 len;
+    u32 op_flags;     /* rw/open/msg/accept/statx flags */
+    u64 user_data;
+    u16 buf_index;
+    u16 personality;
+    s32 file_index;
+    u64 addr3;
+    u64 pad;
+};
+
+struct sk_page { u32 w[1024]; };
+
+#define SK_STATS 12
+/* Control block. seq[] publishes SQ slots: seq[slot] = (u32)(r + 1) | (u64)glen << 32 once
+ * the group of glen SQEs reserved at r is written; the tail moves over whole groups only,
+ * so a linked chain becomes visible to the kernel in one step. */
+struct sk_ctl {
+    u64 reserve;              /* next SQ reservation (64-bit: LLVM 14 has no 32-bit atomics) */
+    u64 ctx;                  /* this ring's struct io_ring_ctx *, learned from the boot CQE */
+    u64 bufs_uaddr;           /* user address of sk_bufs[0] */
+    u64 tgid;
+    u64 stat[SK_STATS];       /* see SK_STAT_* */
+    u64 seq[SK_ENTRIES];
+};
+enum {
+    SK_STAT_EVENTS = 0,       /* completions dispatched to on_complete */
+    SK_STAT_PUSHED,           /* SQEs pushed by handlers */
+    SK_STAT_FULL,             /* pushes refused: ring full */
+    SK_STAT_CONTENDED,        /* pushes refused: reservation lost too often */
+    SK_STAT_STALE,            /* completions of an earlier use of a request slot */
+    SK_STAT_STALLED,          /* requests a handler left with nothing in flight */
+    SK_STAT_FINISHED,         /* requests finished */
+    SK_STAT_AFTER_FINISH,     /* completions that arrived after sk_finish */
+    SK_STAT_FOREIGN,          /* completions of other rings seen by this program */
+};
+
+/* Per-request state, 256 bytes; the application fills gen/args/in_len before the start
+ * event, the handler owns v[] and fills result/out_* through sk_finish(). */
+struct sk_req {
+    u64 gen;                  /* generation of this slot's current request */
+    u64 inflight;             /* SQEs pushed and not yet completed, + events running */
+    s64 result;
+    u32 state;                /* SK_REQ_* */
+    u32 in_len;               /* bytes of input at the start of the data buffer */
+    u32 out_off;
+    u32 out_len;
+    u64 arg[6];               /* the integers given to KernelRing.call() */
+    u64 v[16];                /* the handler's own variables */
+    u64 _pad[5];
+};
+enum { SK_REQ_FREE = 0, SK_REQ_RUNNING = 1, SK_REQ_DONE = 2, SK_REQ_REPORTED = 3 };
+
+struct sk_buf { u8 b[SK_BUF_SIZE]; };
+
+BPF_F_TABLE("array", u32, struct sk_sqe, sk_sqes, SK_ENTRIES, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct sk_page, sk_rings, SK_RING_PAGES, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct sk_ctl, sk_ctl, 1, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct sk_req, sk_reqs, SK_REQS, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", u32, struct sk_buf, sk_bufs, SK_REQS, BPF_F_MMAPABLE);
+
+/* user_data: bits 0-15 request slot, 16-31 step, 32-62 generation, 63 internal */
+#define SK_UD(req, step, gen) ((u64)(req) | ((u64)((step) & 0xffff) << 16) | \
+                               ((u64)((gen) & 0x7fffffff) << 32))
+#define SK_UD_INTERNAL (1ULL << 63)
+
+/* ---- the event handed to on_complete ---------------------------------------------- */
+
+struct sk_event {
+    u32 req;                  /* request slot */
+    u32 step;                 /* the step id given when the SQE was pushed; 0 = start */
+    s32 res;                  /* the CQE's result: bytes, an fd, or -errno */
+    u32 cflags;               /* the CQE's flags */
+    struct sk_req *r;         /* this request's state (args, v[], ...) */
+    struct sk_ctl *c;
+    u64 gen;
+    u64 batch_r;              /* sk_link(): the reserved group, */
+    u32 batch_n;              /*   its size, */
+    u32 batch_i;              /*   and how many of it are written */
+};
+
+#define SK_START 0            /* the step of the event that starts a request */
+/* the result of a request its handler left with nothing in flight and unfinished */
+#define SK_ERR_STALLED (-0x1000)
+
+/* ---- pushing SQEs ------------------------------------------------------------------ */
+
+static __always_inline struct sk_page *sk__rings(void)
+{
+    u32 z = 0;
+    return sk_rings.lookup(&z);
+}
+
+/* Reserve n contiguous SQ slots. Returns 0 and the reservation in *out, -EBUSY when the
+ * ring has no room, -EAGAIN when other producers won the race too often. */
+static __always_inline int sk__reserve(struct sk_ctl *c, u32 n, u64 *out)
+{
+    struct sk_page *pg = sk__rings();
+    if (!pg)
+        return -EFAULT;
+    for (int i = 0; i < 32; i++) {
+        u64 r = c->reserve;
+        u32 head = *(volatile u32 *)&pg->w[0];      /* sq.head, written by the kernel */
+        if ((u32)r + n - head > SK_ENTRIES) {
+            __sync_fetch_and_add(&c->stat[SK_STAT_FULL], 1);
+            return -EBUSY;
+        }
+        if (__sync_val_compare_and_swap(&c->reserve, r, r + n) == r) {
+            *out = r;
+            return 0;
+        }
+    }
+    __sync_fetch_and_add(&c->stat[SK_STAT_CONTENDED], 1);
+    return -EAGAIN;
+}
+
+/* Move the kernel-visible SQ tail over every complete group. The {sq.head, sq.tail} pair
+ * is one 64-bit word at offset 0 of the rings, so one CAS both checks and moves it. */
+static __always_inline void sk__advance(struct sk_ctl *c)
+{
+    struct sk_page *pg = sk__rings();
+    if (!pg)
+        return;
+    u64 *ht = (u64 *)&pg->w[0];
+    for (int i = 0; i < 16; i++) {
+        u64 cur = *(volatile u64 *)ht;
+        u32 t = cur >> 32;
+        u64 s = c->seq[t & (SK_ENTRIES - 1)];
+        if ((u32)s != t + 1)
+            return;
+        u32 glen = s >> 32;
+        __sync_val_compare_and_swap(ht, cur, (cur & 0xffffffffULL) | ((u64)(t + glen) << 32));
+    }
+}
+
+static __always_inline void sk__publish(struct sk_ctl *c, u64 r, u32 n)
+{
+    u64 *seq = &c->seq[r & (SK_ENTRIES - 1)];
+    u64 old = *seq;
+    /* a CAS, not a store: the full barrier makes every producer see every publish */
+    __sync_val_compare_and_swap(seq, old, (u64)(u32)(r + 1) | ((u64)n << 32));
+    sk__advance(c);
+}
+
+/* Reserve the next n pushes as one linked chain (IOSQE_IO_LINK between them): the kernel
+ * sees all n at once and runs them in order, a failure cancelling the rest. */
+static __always_inline int sk_link(struct sk_event *e, u32 n)
+{
+    if (n < 1 || n > SK_ENTRIES || e->batch_i < e->batch_n)
+        return -EINVAL;
+    int err = sk__reserve(e->c, n, &e->batch_r);
+    if (err)
+        return err;
+    e->batch_n = n;
+    e->batch_i = 0;
+    return 0;
+}
+
+/* One SQE for this request: the next slot of an sk_link() group, or a fresh slot. */
+static __always_inline int sk__push(struct sk_event *e, u32 step, u8 op, s32 fd, u64 off,
+                                    u64 addr, u32 len, u32 op_flags)
+{
+    struct sk_ctl *c = e->c;
+    u64 r;
+    u32 n = 1, last = 1;
+    if (e->batch_i < e->batch_n) {
+        r = e->batch_r + e->batch_i;
+        e->batch_i++;
+        last = e->batch_i == e->batch_n;
+    } else {
+        int err = sk__reserve(c, 1, &r);
+        if (err)
+            return err;
+    }
+    u32 idx = r & (SK_ENTRIES - 1);
+    struct sk_sqe *s = sk_sqes.lookup(&idx);
+    if (!s)
+        return -EFAULT;
+    s->opcode = op;
+    s->flags = last ? 0 : 4;          /* IOSQE_IO_LINK */
+    s->ioprio = 0;
+    s->fd = fd;
+    s->off = off;
+    s->addr = addr;
+    s->len = len;
+    s->op_flags = op_flags;
+    s->user_data = SK_UD(e->req, step, e->gen);
+    s->buf_index = 0;
+    s->personality = 0;
+    s->file_index = 0;
+    s->addr3 = 0;
+    s->pad = 0;
+    __sync_fetch_and_add(&e->r->inflight, 1);
+    __sync_fetch_and_add(&c->stat[SK_STAT_PUSHED], 1);
+    if (last) {
+        if (e->batch_n) {
+            n = e->batch_n;
+            r = e->batch_r;
+            e->batch_n = 0;
+            e->batch_i = 0;
+        }
+        sk__publish(c, r, n);
+    }
+    return 0;
+}
+
+/* ---- the data buffer ---------------------------------------------------------------- */
+
+/* This request's data buffer (SK_BUF_SIZE bytes; the input is at offset 0). */
+static __always_inline struct sk_buf *sk_buf(struct sk_event *e)
+{
+    u32 k = e->req;
+    return sk_bufs.lookup(&k);
+}
+
+/* The user address of byte `off` of this request's buffer, for an SQE. */
+static __always_inline u64 sk_buf_uaddr(struct sk_event *e, u32 off)
+{
+    return e->c->bufs_uaddr + (u64)e->req * SK_BUF_SIZE + off;
+}
+
+/* Byte `off` of the buffer, or -1 when off is outside it. */
+static __always_inline int sk_getc(struct sk_buf *b, u32 off)
+{
+    if (off >= SK_BUF_SIZE)
+        return -1;
+    return b->b[off];
+}
+
+/* Store byte v at `off`; -EINVAL outside the buffer. */
+static __always_inline int sk_putc(struct sk_buf *b, u32 off, u8 v)
+{
+    if (off >= SK_BUF_SIZE)
+        return -EINVAL;
+    b->b[off] = v;
+    return 0;
+}
+
+#define SK_RANGE_OK(off, len) ((u64)(off) + (u64)(len) <= SK_BUF_SIZE)
+
+/* ---- emitters: one system call each; `step` comes back as e->step at its completion --- */
+
+static __always_inline int sk_nop(struct sk_event *e, u32 step)
+{
+    return sk__push(e, step, SK_OP_NOP, -1, 0, 0, 0, 0);
+}
+
+/* openat(dirfd, path at buffer offset path_off (NUL-terminated), flags, mode) */
+static __always_inline int sk_openat(struct sk_event *e, u32 step, int dirfd, u32 path_off,
+                                     u32 flags, u32 mode)
+{
+    if (path_off >= SK_BUF_SIZE)
+        return -EINVAL;
+    return sk__push(e, step, SK_OP_OPENAT, dirfd, 0, sk_buf_uaddr(e, path_off), mode, flags);
+}
+
+/* read len bytes at file_off (-1: the file position) into the buffer at buf_off */
+static __always_inline int sk_read(struct sk_event *e, u32 step, int fd, u32 buf_off,
+                                   u32 len, u64 file_off)
+{
+    if (!SK_RANGE_OK(buf_off, len))
+        return -EINVAL;
+    return sk__push(e, step, SK_OP_READ, fd, file_off, sk_buf_uaddr(e, buf_off), len, 0);
+}
+
+static __always_inline int sk_write(struct sk_event *e, u32 step, int fd, u32 buf_off,
+                                    u32 len, u64 file_off)
+{
+    if (!SK_RANGE_OK(buf_off, len))
+        return -EINVAL;
+    return sk__push(e, step, SK_OP_WRITE, fd, file_off, sk_buf_uaddr(e, buf_off), len, 0);
+}
+
+static __always_inline int sk_recv(struct sk_event *e, u32 step, int fd, u32 buf_off,
+                                   u32 len, u32 msg_flags)
+{
+    if (!SK_RANGE_OK(buf_off, len))
+        return -EINVAL;
+    return sk__push(e, step, SK_OP_RECV, fd, 0, sk_buf_uaddr(e, buf_off), len, msg_flags);
+}
+
+static __always_inline int sk_send(struct sk_event *e, u32 step, int fd, u32 buf_off,
+                                   u32 len, u32 msg_flags)
+{
+    if (!SK_RANGE_OK(buf_off, len))
+        return -EINVAL;
+    return sk__push(e, step, SK_OP_SEND, fd, 0, sk_buf_uaddr(e, buf_off), len, msg_flags);
+}
+
+static __always_inline int sk_accept(struct sk_event *e, u32 step, int fd, u32 flags)
+{
+    return sk__push(e, step, SK_OP_ACCEPT, fd, 0, 0, 0, flags);
+}
+
+static __always_inline int sk_close(struct sk_event *e, u32 step, int fd)
+{
+    return sk__push(e, step, SK_OP_CLOSE, fd, 0, 0, 0, 0);
+}
+
+/* statx(dirfd, path at path_off, flags, mask) into the buffer at stx_off (256 bytes) */
+static __always_inline int sk_statx(struct sk_event *e, u32 step, int dirfd, u32 path_off,
+                                    u32 flags, u32 mask, u32 stx_off)
+{
+    if (path_off >= SK_BUF_SIZE || !SK_RANGE_OK(stx_off, 256))
+        return -EINVAL;
+    return sk__push(e, step, SK_OP_STATX, dirfd, sk_buf_uaddr(e, stx_off),
+                    sk_buf_uaddr(e, path_off), mask, flags);
+}
+
+/* ---- finishing ------------------------------------------------------------------------ */
+
+/* End the request: `result` (>= 0, or -errno) and out_len bytes of the buffer from out_off
+ * reach the caller's Future once every SQE this request pushed has completed. */
+static __always_inline int sk_finish(struct sk_event *e, s64 result, u32 out_off, u32 out_len)
+{
+    if (!SK_RANGE_OK(out_off, out_len)) {
+        result = -EINVAL;
+        out_off = 0;
+        out_len = 0;
+    }
+    struct sk_req *r = e->r;
+    r->result = result;
+    r->out_off = out_off;
+    r->out_len = out_len;
+    r->state = SK_REQ_DONE;
+    __sync_fetch_and_add(&e->c->stat[SK_STAT_FINISHED], 1);
+    return 0;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------- */
+
+static int on_complete(struct sk_event *e);
+
+/* Drop one count of r->inflight; true when it reached zero. */
+static __always_inline int sk__release(struct sk_req *r)
+{
+    for (int i = 0; i < 16; i++) {
+        u64 v = r->inflight;
+        if (__sync_val_compare_and_swap(&r->inflight, v, v - 1) == v)
+            return v == 1;
+    }
+    return 0;
+}
+
+/* The dispatch program that calls on_complete is bpf/dispatch.c, compiled after the handler. */

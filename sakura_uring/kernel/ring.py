@@ -1,0 +1,342 @@
+"""KernelRing: a ring whose requests are carried out by a BPF handler in kernel context.
+
+Where things happen:
+  KernelRing.__init__   bcc compiles sakura.h + the handler + dispatch.c (program.py); the
+                        ring is set up on the maps' memory and taught its own identity by a
+                        boot request (sk_kr_new, sk_kr_boot)
+  KernelRing.call       a request slot is filled and a start NOP pushed (sk_kr_start);
+                        everything after that happens in the kernel
+  KernelRing._drain     one thread, mostly in C without the GIL (sk_kr_drain), collects
+                        the slots of finished requests and resolves their Futures
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import secrets
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from .._native import ffi, lib
+from ..chain import _check_int
+from ..errors import RingClosed, RingFull, SakuraError
+from . import program
+
+ESHUTDOWN = errno.ESHUTDOWN
+SK_STALLED = -0x1000          # sakura.h SK_ERR_STALLED
+STAT_NAMES = ("events", "pushed", "push_full", "push_contended", "stale", "stalled",
+              "finished", "after_finish", "foreign")
+MAX_ARGS = 6
+
+
+class KernelHandlersUnavailable(SakuraError):
+    """This kernel or process can't run kernel handlers; the message says why. The link
+    engine (sakura_uring.Ring) keeps working."""
+
+
+class HandlerStalled(SakuraError):
+    """The handler returned without finishing the request and left nothing in flight."""
+
+
+@dataclass(frozen=True)
+class HandlerResult:
+    """What the handler passed to sk_finish(): a result (>= 0, or -errno) and bytes."""
+    result: int
+    data: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.result >= 0
+
+    @property
+    def error(self) -> Exception | None:
+        if self.result >= 0:
+            return None
+        if self.result == SK_STALLED:
+            return HandlerStalled("the kernel handler returned without calling sk_finish() "
+                                  "and left nothing in flight: every path of on_complete must "
+                                  "push a step, return -errno, or finish")
+        return OSError(-self.result, f"kernel handler: {os.strerror(-self.result)}")
+
+    def raise_for_error(self) -> "HandlerResult":
+        if self.result < 0:
+            raise self.error
+        return self
+
+
+def _pow2(name: str, value, lo: int, hi: int) -> int:
+    v = _check_int(name, value, lo, hi, ValueError)
+    if v & (v - 1):
+        raise ValueError(f"{name} must be a power of two, got {v}")
+    return v
+
+
+class KernelRing:
+    """Runs `handler` (BPF C: `static int on_complete(struct sk_event *e)`, see
+    bpf/sakura.h) for every completion of its requests, in kernel context.
+
+        with KernelRing(handler_path("follow")) as kr:
+            print(kr.run(data=b"/etc/motd-pointer\\0").data)
+
+    handler      the C source (str) or a path to it (os.PathLike)
+    entries      SQ size shared by the application and the handler (power of two)
+    requests     request slots, i.e. requests in flight at once (<= 65535)
+    buffer_size  each request's data buffer (power of two, 4 KiB .. 4 MiB)
+    cq_entries   CQ size (default: max(2 * entries, 16 * requests)); a CQE that finds it
+                 full still reaches the handler (io_uring_cqe_overflow) and the drainer
+    sq_idle_ms   how long the SQPOLL thread polls before it sleeps
+    sq_cpu       pin the SQPOLL thread to this CPU (None: anywhere)
+    spin_us      how long the drainer polls the CQ before it sleeps in the kernel
+    """
+
+    def __init__(self, handler, *, entries: int = 256, requests: int = 64,
+                 buffer_size: int = 65536, cq_entries: int | None = None,
+                 sq_idle_ms: int = 100, sq_cpu: int | None = None, spin_us: int = 50,
+                 name: str | None = None):
+        if isinstance(handler, os.PathLike):
+            name = name or str(handler)
+            with open(handler) as f:
+                handler = f.read()
+        elif not isinstance(handler, str):
+            raise TypeError(f"handler must be C source (str) or a path, not {type(handler).__name__}")
+        entries = _pow2("entries", entries, 64, 32768)
+        requests = _check_int("requests", requests, 1, 65535, ValueError)
+        buffer_size = _pow2("buffer_size", buffer_size, 4096, 4 << 20)
+        if cq_entries is None:
+            cq_entries = max(2 * entries, 1 << (16 * requests - 1).bit_length())
+        cq_entries = _pow2("cq_entries", cq_entries, entries, 1 << 20)
+        sq_idle_ms = _check_int("sq_idle_ms", sq_idle_ms, 0, 60_000, ValueError)
+        if sq_cpu is not None:
+            sq_cpu = _check_int("sq_cpu", sq_cpu, 0, os.cpu_count() - 1, ValueError)
+        self._spin_ns = _check_int("spin_us", spin_us, 0, 1_000_000, ValueError) * 1000
+        self.name = name or "<handler>"
+        self.layout = program.Layout(entries, cq_entries, requests, buffer_size)
+
+        from ..probe import engines
+        eng = engines()["kernel"]
+        if not eng.available:
+            raise KernelHandlersUnavailable(f"kernel handlers are unavailable: {eng.reason}")
+        from ..trace.bccenv import load_bcc
+        bcc = load_bcc()
+
+        self._k = ffi.NULL
+        self._bpf = None
+        self._closed = False
+        # bit 63 marks internal requests; the random token keeps other rings' boot
+        # requests (this process's or another's) from being taken for ours
+        boot_ud = (1 << 63) | (secrets.randbits(48) << 8) | 1
+        self._bpf = program.load(bcc, handler, self.name, self.layout, boot_ud)
+        try:
+            self._setup(boot_ud, sq_idle_ms, sq_cpu)
+        except BaseException:
+            self._bpf.cleanup()
+            self._bpf = None
+            raise
+        self._cv = threading.Condition(threading.Lock())
+        self._free = list(range(requests - 1, -1, -1))
+        self._futures: dict[int, Future] = {}
+        self._drainer = threading.Thread(target=self._drain, name=f"sakura-drain-{self.fd}",
+                                         daemon=True)
+        self._drainer.start()
+
+    def _setup(self, boot_ud: int, sq_idle_ms: int, sq_cpu: int | None) -> None:
+        lay = self.layout
+        p = ffi.new("struct sk_kring_params *")
+        p.entries, p.cq_entries, p.reqs = lay.entries, lay.cq_entries, lay.reqs
+        p.buf_size, p.ring_pages, p.sq_idle_ms = lay.buf_size, lay.ring_pages, sq_idle_ms
+        p.sq_cpu = -1 if sq_cpu is None else sq_cpu
+        maps = self._bpf
+        p.fd_sqes, p.fd_rings = maps[b"sk_sqes"].map_fd, maps[b"sk_rings"].map_fd
+        p.fd_ctl, p.fd_reqs = maps[b"sk_ctl"].map_fd, maps[b"sk_reqs"].map_fd
+        p.fd_bufs = maps[b"sk_bufs"].map_fd
+        err, stage = ffi.new("int *"), ffi.new("int *")
+        k = lib.sk_kr_new(p, err, stage)
+        if k == ffi.NULL:
+            what = {1: "mmap of a BPF map", 2: "io_uring_setup(NO_MMAP | NO_SQARRAY | SQPOLL) "
+                    "on BPF map memory", 3: "checking the ring layout"}.get(stage[0], "setup")
+            raise OSError(-err[0], f"KernelRing: {what} failed: {os.strerror(-err[0])}")
+        rc = lib.sk_kr_boot(k, boot_ud, 2_000_000_000)
+        if rc:
+            lib.sk_kr_free(k)
+            if rc == -errno.ETIMEDOUT:
+                raise KernelHandlersUnavailable(
+                    "the dispatch program never saw the ring's boot completion: the "
+                    "io_uring:io_uring_complete tracepoint did not fire for this ring")
+            raise OSError(-rc, f"KernelRing: boot request failed: {os.strerror(-rc)}")
+        self._k = k
+        self.fd = lib.sk_kr_fd(k)
+
+    # ---- requests ---------------------------------------------------------------------
+
+    def call(self, *args: int, data: bytes = b"", timeout: float | None = None) -> Future:
+        """Start a request; the handler sees `args` as e->r->arg[0..5] and `data` at the
+        start of the request's buffer (e->r->in_len bytes). Returns a Future of a
+        HandlerResult. Waits up to `timeout` seconds for a free request slot (RingFull)."""
+        cargs, view = self._check_request(args, data)
+        slot = self._take_slot(timeout)
+        return self._start(slot, cargs, view)
+
+    def run(self, *args: int, data: bytes = b"", timeout: float | None = None) -> HandlerResult:
+        """call() and wait for the result."""
+        return self.call(*args, data=data, timeout=timeout).result(timeout)
+
+    async def call_async(self, *args: int, data: bytes = b"",
+                         timeout: float | None = None) -> HandlerResult:
+        """call() for asyncio: waits for a slot without blocking the loop."""
+        cargs, view = self._check_request(args, data)
+        slot = self._take_slot(0, block=False)
+        if slot is None:
+            slot = await asyncio.get_running_loop().run_in_executor(None, self._take_slot, timeout)
+        fut = self._start(slot, cargs, view)
+        return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+
+    def _check_request(self, args, data) -> tuple[list, memoryview]:
+        if len(args) > MAX_ARGS:
+            raise ValueError(f"a request takes at most {MAX_ARGS} integer arguments, got {len(args)}")
+        for i, a in enumerate(args):
+            if isinstance(a, bool) or not isinstance(a, int):
+                raise TypeError(f"argument {i} must be an int, not {type(a).__name__}")
+            if not -(1 << 63) <= a < (1 << 64):
+                raise ValueError(f"argument {i} does not fit in 64 bits: {a}")
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError:
+            raise TypeError(f"data must be bytes-like, not {type(data).__name__}") from None
+        if len(view) > self.layout.buf_size:
+            raise ValueError(f"data is {len(view)} bytes; a request buffer holds "
+                             f"{self.layout.buf_size} (KernelRing(buffer_size=...))")
+        if self._closed:
+            raise RingClosed("this KernelRing is closed")
+        return [a & 0xFFFF_FFFF_FFFF_FFFF for a in args], view
+
+    def _take_slot(self, timeout: float | None, block: bool = True) -> int | None:
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while not self._free:
+                if self._closed:
+                    raise RingClosed("this KernelRing is closed")
+                if not block:
+                    return None
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    raise RingFull(f"all {self.layout.reqs} request slots stayed busy for "
+                                   f"{timeout} s (KernelRing(requests=...) sets how many)")
+                self._cv.wait(left)
+            if self._closed:
+                raise RingClosed("this KernelRing is closed")
+            return self._free.pop()
+
+    def _start(self, slot: int, cargs: list, view: memoryview) -> Future:
+        fut: Future = Future()
+        fut.set_running_or_notify_cancel()
+        args = ffi.new("uint64_t[]", cargs) if cargs else ffi.NULL
+        with self._cv:
+            self._futures[slot] = fut
+        data = ffi.from_buffer(view)
+        delay = 0.0001
+        while True:
+            rc = lib.sk_kr_start(self._k, slot, args, len(cargs), data, len(view))
+            if rc >= 0:
+                return fut
+            # the SQ is shared with the handlers: when it is full, the SQPOLL thread empties it
+            if rc != -errno.EBUSY or self._closed:
+                with self._cv:
+                    self._futures.pop(slot, None)
+                    self._free.append(slot)
+                    self._cv.notify()
+                raise OSError(-rc, f"KernelRing: starting a request failed: {os.strerror(-rc)}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    # ---- completion -------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        out = ffi.new("uint32_t[]", 256)
+        k = self._k
+        while True:
+            n = lib.sk_kr_drain(k, out, 256, 100_000_000, self._spin_ns)
+            if n == 0:
+                continue
+            if n < 0:
+                if n != -ESHUTDOWN:
+                    self._fail_all(OSError(-n, f"KernelRing drainer: {os.strerror(-n)}"))
+                return
+            done = []
+            for i in range(n):
+                slot = out[i]
+                r = lib.sk_kr_req(k, slot)
+                data = ffi.buffer(lib.sk_kr_buf(k, slot) + r.out_off, r.out_len)[:]
+                done.append((slot, HandlerResult(r.result, data)))
+                r.state = 0
+            with self._cv:
+                futs = [(self._futures.pop(slot, None), res) for slot, res in done]
+                self._free.extend(slot for slot, _ in done)
+                self._cv.notify(len(done))
+            for fut, res in futs:
+                if fut is not None:
+                    fut.set_result(res)
+
+    def _fail_all(self, exc: Exception) -> None:
+        with self._cv:
+            futs = list(self._futures.values())
+            self._futures.clear()
+            self._cv.notify_all()
+        for fut in futs:
+            if not fut.done():
+                fut.set_exception(exc)
+
+    # ---- state ------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Counters: the handler side (BPF) and the application side (drainer)."""
+        if self._closed:
+            raise RingClosed("this KernelRing is closed")
+        ctl = lib.sk_kr_ctl(self._k)
+        st = ffi.new("struct sk_kring_stats *")
+        lib.sk_kr_stats(self._k, st)
+        out = {name: int(ctl.stat[i]) for i, name in enumerate(STAT_NAMES)}
+        out.update(started=st.started, reported=st.finished, cqes=st.cqes, waits=st.waits,
+                   wakeups=st.wakeups, overflow_flushes=st.overflow_flushes,
+                   in_flight=lib.sk_kr_outstanding(self._k))
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop: pending Futures fail with RingClosed; the program is detached and the
+        ring, the maps and their memory are freed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._k != ffi.NULL:
+            end = time.monotonic() + 5
+            while lib.sk_kr_stop(self._k) == -errno.EBUSY and time.monotonic() < end:
+                time.sleep(0.001)         # the SQ is full; the SQPOLL thread empties it
+            self._drainer.join(max(0.1, end - time.monotonic()))
+            if self._drainer.is_alive():
+                raise RuntimeError("KernelRing: the drainer did not stop (the SQPOLL thread "
+                                   "consumed nothing for 5 s)")
+        self._fail_all(RingClosed("the KernelRing was closed before this request finished"))
+        if self._bpf is not None:
+            self._bpf.cleanup()           # detach first: no handler runs on a freed ring
+            self._bpf = None
+        if self._k != ffi.NULL:
+            lib.sk_kr_free(self._k)
+            self._k = ffi.NULL
+
+    def __enter__(self) -> "KernelRing":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
