@@ -254,20 +254,30 @@ static __always_inline u64 sk_buf_uaddr(struct sk_event *e, u32 off)
     return e->c->bufs_uaddr + (u64)e->req * SK_BUF_SIZE + off;
 }
 
+/* An offset the verifier can see is inside the buffer. The empty asm keeps the compiler
+ * from dropping the mask after an earlier range check (it would, and the verifier, which
+ * tracks bounds less precisely, then refuses the access as "unbounded"). */
+static __always_inline u32 sk_off(u64 off)
+{
+    u32 v = off;
+    asm volatile("" : "+r"(v));
+    return v & (SK_BUF_SIZE - 1);
+}
+
 /* Byte `off` of the buffer, or -1 when off is outside it. */
-static __always_inline int sk_getc(struct sk_buf *b, u32 off)
+static __always_inline int sk_getc(struct sk_buf *b, u64 off)
 {
     if (off >= SK_BUF_SIZE)
         return -1;
-    return b->b[off];
+    return b->b[sk_off(off)];
 }
 
 /* Store byte v at `off`; -EINVAL outside the buffer. */
-static __always_inline int sk_putc(struct sk_buf *b, u32 off, u8 v)
+static __always_inline int sk_putc(struct sk_buf *b, u64 off, u8 v)
 {
     if (off >= SK_BUF_SIZE)
         return -EINVAL;
-    b->b[off] = v;
+    b->b[sk_off(off)] = v;
     return 0;
 }
 

@@ -264,15 +264,15 @@ int sk_kr_stop(struct sk_kring *k)
 }
 
 /* Consume CQEs; write the slots of requests that finished into out[] (each exactly once).
- * Spins spin_ns, then sleeps in io_uring_enter up to wait_ns (shorter when requests are
- * outstanding, so the watchdog below runs). Returns the count, 0 on timeout, -ESHUTDOWN
- * after sk_kr_stop(). Also the watchdog: finishes tail moves a BPF producer left (its
+ * Spins spin_ns, then sleeps in io_uring_enter; gives up after wait_ns (-1: never, so an
+ * idle drainer never comes back for the GIL). Returns the count, 0 on timeout,
+ * -ESHUTDOWN after sk_kr_stop(). Also the watchdog: finishes tail moves a BPF producer left (its
  * advance loop is bounded), wakes a sleeping SQPOLL thread that has work, flushes a CQ
  * overflow backlog. */
 int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_ns,
                 long long spin_ns)
 {
-    long long spin_end = -1;
+    long long spin_end = -1, start = skk_now();
     int stop = 0;
     for (;;) {
         unsigned n = 0;
@@ -324,17 +324,17 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
             spin_end = now + spin_ns;
         if (now < spin_end)
             continue;
-        long long slice = sk_kr_outstanding(k) ? 1000000LL : wait_ns;  /* 1 ms watchdog */
-        if (slice > wait_ns)
-            slice = wait_ns;
+        /* 1 ms slices while requests are out, so the watchdog above runs */
+        long long slice = sk_kr_outstanding(k) ? 1000000LL : 100000000LL;
+        if (wait_ns >= 0 && slice > wait_ns - (now - start))
+            slice = wait_ns - (now - start);
+        if (slice <= 0)
+            return 0;
         k->stats.waits++;
         int rc = skk_enter(k->fd, 0, 1, IORING_ENTER_GETEVENTS, slice);
-        if (rc == -ETIME || rc == -EINTR) {
-            if (__atomic_load_n(k->cq_tail, __ATOMIC_ACQUIRE) == *k->cq_head)
-                return 0;
-        } else if (rc < 0 && rc != -EBUSY && rc != -EAGAIN) {
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
             return rc;
-        }
+        spin_end = -1;
     }
 }
 

@@ -24,19 +24,41 @@ EMITTED_OPS = ("nop", "openat", "close", "statx", "read", "write", "send", "recv
 
 
 class HandlerCompileError(SakuraError):
-    """The handler did not compile, or the verifier refused it. `.log` holds the full
-    compiler/verifier output; the message shows the lines that name the handler."""
+    """The handler did not compile, or the verifier refused it. The message names the
+    handler's file and line and the compiler's or verifier's words; `.log` holds the full
+    output, `.line` the handler line (None when unknown)."""
 
-    def __init__(self, what: str, source_name: str, log: str, hint: str = ""):
+    def __init__(self, what: str, source_name: str, log: str, hint: str = "",
+                 line: int | None = None):
         self.log = log
         self.source_name = source_name
-        lines = _relevant(log, source_name)
-        msg = f"{what} ({source_name})"
+        self.line, lines = _locate(log, source_name)
+        self.line = self.line or line
+        msg = what + (f" at {source_name}:{self.line}" if self.line else f" ({source_name})")
         if lines:
             msg += ":\n  " + "\n  ".join(lines)
         if hint:
             msg += f"\n{hint}"
         super().__init__(msg)
+
+
+def _locate(log: str, source_name: str) -> tuple[int | None, list[str]]:
+    """(the handler line the log blames, the lines worth showing)."""
+    lines = [ln.rstrip() for ln in log.splitlines() if ln.strip()]
+    at = re.compile(re.escape(source_name) + r":(\d+)")
+    errs = [ln for ln in lines if "error:" in ln]
+    if errs:                                     # clang: "file:line:col: error: ..."
+        m = next((at.search(e) for e in errs if at.search(e)), None)
+        return (int(m.group(1)) if m else None), errs[:12]
+    # verifier: the message sits just before "processed N insns"; the last source
+    # annotation ("; code @ file:line") before it is the handler line being checked
+    end = next((i for i, ln in enumerate(lines) if ln.startswith("processed ")), len(lines))
+    line = None
+    for ln in lines[:end]:
+        m = at.search(ln)
+        if m and ln.lstrip().startswith(";"):
+            line = int(m.group(1))
+    return line, lines[max(0, end - 8):end + 1]
 
 
 @dataclass(frozen=True)
@@ -59,7 +81,9 @@ def _format(event: str) -> str | None:
         return None
 
 
-def program_text(handler: str, source_name: str, layout: Layout, boot_ud: int) -> str:
+def program_parts(handler: str, source_name: str, layout: Layout,
+                  boot_ud: int) -> list[tuple[str, str]]:
+    """[(file name, text)] in compile order: layout macros, sakura.h, handler, dispatch."""
     macros = {
         "SK_ENTRIES": layout.entries, "SK_CQ_ENTRIES": layout.cq_entries,
         "SK_RING_PAGES": layout.ring_pages, "SK_REQS": layout.reqs,
@@ -72,19 +96,55 @@ def program_text(handler: str, source_name: str, layout: Layout, boot_ud: int) -
     by_name = {op.name: op for op in _ops.OPS}
     macros.update({f"SK_OP_{n.upper()}": by_name[n].opcode for n in EMITTED_OPS})
     pre = "".join(f"#define {k} {v}\n" for k, v in macros.items())
-    return (pre + f'#line 1 "{SDK}"\n' + SDK.read_text()
-            + f'\n#line 1 "{source_name}"\n' + handler
-            + f'\n#line 1 "{DISPATCH}"\n' + DISPATCH.read_text())
+    return [("<layout>", pre), (str(SDK), SDK.read_text()), (source_name, handler),
+            (str(DISPATCH), DISPATCH.read_text())]
 
 
-def _relevant(log: str, source_name: str) -> list[str]:
-    """The error lines, the handler's first; the verifier's last words when none."""
-    lines = [ln.rstrip() for ln in log.splitlines() if ln.strip()]
-    mine = [ln for ln in lines if source_name in ln and ("error" in ln or "warning" not in ln)]
-    errs = [ln for ln in lines if "error:" in ln]
-    if mine or errs:
-        return (mine + [e for e in errs if e not in mine])[:12]
-    return lines[-12:]
+def program_text(parts: list[tuple[str, str]], line_directives: bool = True) -> str:
+    out = []
+    for name, text in parts:
+        if line_directives and name != "<layout>":
+            out.append(f'#line 1 "{name}"\n')
+        out.append(text if text.endswith("\n") else text + "\n")
+    return "".join(out)
+
+
+def _insn_source(bcc, parts, source_name: str, insn: int) -> int | None:
+    """The handler line that compiled to instruction `insn`, from bcc's source-annotated
+    dump (DEBUG_SOURCE, which works only without #line directives), or None. The dump
+    numbers lines of bcc's rewritten text, so the line is found by its code."""
+    with _CapturedStderr() as dump:
+        try:
+            _compile(bcc, program_text(parts, False), debug=0x8).cleanup()
+        except Exception:
+            pass
+    code = None
+    for ln in dump.text.splitlines():
+        m = re.match(r"; (.*) // Line\s+\d+", ln)
+        if m:
+            code = m.group(1).strip()
+            continue
+        m = re.match(r"\s*(\d+):\s", ln)
+        if m and int(m.group(1)) == insn:
+            break
+    else:
+        return None
+    handler = dict(parts)[source_name].splitlines()
+    for i, ln in enumerate(handler, 1):
+        if code and ln.strip() == code:
+            return i
+    return None
+
+
+def _failed_insn(log: str) -> int | None:
+    last = None
+    for ln in log.splitlines():
+        if ln.startswith("processed "):
+            break
+        m = re.match(r"(\d+): \(", ln)
+        if m:
+            last = int(m.group(1))
+    return last
 
 
 class _CapturedStderr:
@@ -104,26 +164,70 @@ class _CapturedStderr:
         self.file.close()
 
 
+TRACEPOINTS = ("io_uring_complete", "io_uring_cqe_overflow")
+
+
+def _compile(bcc, text: str, debug: int = 0):
+    """bcc.BPF without its automatic load-and-attach, which on failure leaves the maps
+    it created open until exit; returns the compiled module, maps created."""
+    class Program(bcc.BPF):
+        def _trace_autoload(self):
+            pass
+    return Program(text=text.encode(), debug=debug)
+
+
+def _attach(prog) -> None:
+    for tp in TRACEPOINTS:
+        name = f"tracepoint__io_uring__{tp}".encode()
+        try:
+            fn = prog.load_func(name, prog.TRACEPOINT)
+        except Exception as exc:
+            if "Unknown program" in str(exc):
+                continue              # the overflow probe is compiled only where it exists
+            raise
+        prog.attach_tracepoint(tp=f"io_uring:{tp}".encode(), fn_name=fn.name)
+
+
 def load(bcc, handler: str, source_name: str, layout: Layout, boot_ud: int):
-    """Compile, load and attach; returns the bcc.BPF object."""
-    text = program_text(handler, source_name, layout, boot_ud)
+    """Compile, load and attach; returns the bcc.BPF object. Nothing stays behind when
+    any step fails."""
+    parts = program_parts(handler, source_name, layout, boot_ud)
+    text = program_text(parts)
+    with _CapturedStderr() as err:
+        try:
+            prog = _compile(bcc, text)
+        except Exception as exc:  # bcc raises bare Exception
+            failure = str(exc)
+        else:
+            failure = None
+    if failure is not None:
+        if "Failed to compile" in failure:
+            raise HandlerCompileError("the kernel handler does not compile", source_name, err.text)
+        raise HandlerCompileError(f"bcc failed: {failure}", source_name, err.text)
     # BPF_PROG_LOAD can fail with EAGAIN right after an io_uring is closed (its pending
     # task_work counts as a pending signal): retry as libbpf does
     for attempt in range(5):
         with _CapturedStderr() as err:
             try:
-                return bcc.BPF(text=text.encode())
-            except Exception as exc:  # bcc raises bare Exception
+                _attach(prog)
+                return prog
+            except Exception as exc:
                 failure = str(exc)
-        if "Failed to compile" in failure:
-            raise HandlerCompileError("the kernel handler does not compile", source_name, err.text)
-        if "Failed to load" in failure:
-            if "Resource temporarily unavailable" in failure and attempt < 4:
-                time.sleep(0.05 * (attempt + 1))
-                continue
-            raise HandlerCompileError(
-                "the BPF verifier refused the kernel handler", source_name,
-                err.text + "\n" + failure,
-                "hint: keep buffer offsets checked against SK_BUF_SIZE and loops bounded")
-        raise HandlerCompileError(f"bcc failed: {failure}", source_name, err.text)
+        if "Resource temporarily unavailable" in failure and attempt < 4:
+            time.sleep(0.05 * (attempt + 1))
+            continue
+        prog.cleanup()
+        if "Failed to load" not in failure:
+            raise HandlerCompileError(f"bcc could not attach the program: {failure}",
+                                      source_name, err.text)
+        hint = "hint: keep buffer offsets checked against SK_BUF_SIZE and loops bounded"
+        exc = HandlerCompileError("the BPF verifier refused the kernel handler", source_name,
+                                  err.text + "\n" + failure, hint)
+        if exc.line is None and (insn := _failed_insn(err.text)) is not None:
+            # libbcc drops BTF line info when it retries a failed load: ask the dump
+            line = _insn_source(bcc, parts, source_name, insn)
+            if line is not None:
+                exc = HandlerCompileError("the BPF verifier refused the kernel handler",
+                                          source_name, err.text + "\n" + failure, hint, line=line)
+        raise exc
     raise AssertionError("unreachable")

@@ -183,6 +183,66 @@ class KernelRing:
         """call() and wait for the result."""
         return self.call(*args, data=data, timeout=timeout).result(timeout)
 
+    def map(self, requests, *, window: int | None = None,
+            timeout: float | None = None) -> list[HandlerResult]:
+        """Run many requests, `window` in flight at once (default: all request slots), and
+        return their results in order. Each item is a tuple of int arguments, or a
+        (args, data) pair. New requests are started from the drainer thread as earlier
+        ones finish, so the caller sleeps once instead of once per request."""
+        window = self.layout.reqs if window is None else _check_int(
+            "window", window, 1, self.layout.reqs, ValueError)
+        items = list(requests)
+        checked = []
+        for item in items:
+            args, data = item if (isinstance(item, tuple) and len(item) == 2
+                                  and isinstance(item[1], (bytes, bytearray, memoryview))) \
+                else (item, b"")
+            checked.append(self._check_request(tuple(args), data))
+        results: list = [None] * len(checked)
+        lock = threading.Lock()
+        all_done = threading.Event()
+        state = {"next": 0, "left": len(checked), "error": None}
+        if not checked:
+            return []
+
+        def start_next() -> None:
+            with lock:
+                i = state["next"]
+                if i >= len(checked) or state["error"]:
+                    return
+                state["next"] = i + 1
+            try:
+                fut = self._start(self._take_slot(timeout), *checked[i])
+            except BaseException as exc:
+                state["error"] = exc
+                all_done.set()
+                return
+            fut.add_done_callback(lambda f, i=i: finished(i, f))
+
+        def finished(i: int, fut: Future) -> None:
+            exc = fut.exception()
+            if exc is not None:
+                state["error"] = exc
+                all_done.set()
+                return
+            results[i] = fut.result()
+            with lock:
+                state["left"] -= 1
+                last = state["left"] == 0
+            if last:
+                all_done.set()
+            else:
+                start_next()
+
+        for _ in range(min(window, len(checked))):
+            start_next()
+        if not all_done.wait(timeout):
+            raise TimeoutError(f"KernelRing.map: {state['left']} of {len(checked)} requests "
+                               f"unfinished after {timeout} s")
+        if state["error"] is not None:
+            raise state["error"]
+        return results
+
     async def call_async(self, *args: int, data: bytes = b"",
                          timeout: float | None = None) -> HandlerResult:
         """call() for asyncio: waits for a slot without blocking the loop."""
@@ -257,7 +317,7 @@ class KernelRing:
         out = ffi.new("uint32_t[]", 256)
         k = self._k
         while True:
-            n = lib.sk_kr_drain(k, out, 256, 100_000_000, self._spin_ns)
+            n = lib.sk_kr_drain(k, out, 256, -1, self._spin_ns)
             if n == 0:
                 continue
             if n < 0:
