@@ -126,6 +126,15 @@ static __always_inline struct sk_page *sk__rings(void)
     return sk_rings.lookup(&z);
 }
 
+/* Bounds of the two loops of a push. Each push site costs the verifier both loops, so
+ * they stay short; a tail left behind is moved by the next push or by the drainer. */
+#ifndef SK_RESERVE_TRIES
+#define SK_RESERVE_TRIES 8
+#endif
+#ifndef SK_ADVANCE_GROUPS
+#define SK_ADVANCE_GROUPS 4
+#endif
+
 /* Reserve n contiguous SQ slots. Returns 0 and the reservation in *out, -EBUSY when the
  * ring has no room, -EAGAIN when other producers won the race too often. */
 static __always_inline int sk__reserve(struct sk_ctl *c, u32 n, u64 *out)
@@ -133,7 +142,7 @@ static __always_inline int sk__reserve(struct sk_ctl *c, u32 n, u64 *out)
     struct sk_page *pg = sk__rings();
     if (!pg)
         return -EFAULT;
-    for (int i = 0; i < 32; i++) {
+    for (int i = 0; i < SK_RESERVE_TRIES; i++) {
         u64 r = c->reserve;
         u32 head = *(volatile u32 *)&pg->w[0];      /* sq.head, written by the kernel */
         if ((u32)r + n - head > SK_ENTRIES) {
@@ -157,7 +166,7 @@ static __always_inline void sk__advance(struct sk_ctl *c)
     if (!pg)
         return;
     u64 *ht = (u64 *)&pg->w[0];
-    for (int i = 0; i < 16; i++) {
+    for (int i = 0; i < SK_ADVANCE_GROUPS; i++) {
         u64 cur = *(volatile u64 *)ht;
         u32 t = cur >> 32;
         u64 s = c->seq[t & (SK_ENTRIES - 1)];
@@ -281,6 +290,11 @@ static __always_inline int sk_putc(struct sk_buf *b, u64 off, u8 v)
     return 0;
 }
 
+/* Byte `off` of the buffer, wrapping around at SK_BUF_SIZE: no range check, so a loop
+ * over it stays cheap for the verifier (sk_getc's check and barrier make every iteration a
+ * new state). Use it where the offset is known to be in range. */
+#define SK_BYTE(b, off) ((b)->b[sk_off(off)])
+
 #define SK_RANGE_OK(off, len) ((u64)(off) + (u64)(len) <= SK_BUF_SIZE)
 
 /* ---- emitters: one system call each; `step` comes back as e->step at its completion --- */
@@ -297,6 +311,20 @@ static __always_inline int sk_openat(struct sk_event *e, u32 step, int dirfd, u3
     if (path_off >= SK_BUF_SIZE)
         return -EINVAL;
     return sk__push(e, step, SK_OP_OPENAT, dirfd, 0, sk_buf_uaddr(e, path_off), mode, flags);
+}
+
+/* openat2(dirfd, path at path_off, struct open_how at how_off): resolve = RESOLVE_BENEATH
+ * keeps a path (`..`, absolute, symlinks) from leaving dirfd's tree */
+struct sk_open_how { u64 flags; u64 mode; u64 resolve; };
+#define SK_RESOLVE_NO_MAGICLINKS 0x02
+#define SK_RESOLVE_BENEATH       0x08
+static __always_inline int sk_openat2(struct sk_event *e, u32 step, int dirfd, u32 path_off,
+                                      u32 how_off)
+{
+    if (path_off >= SK_BUF_SIZE || !SK_RANGE_OK(how_off, sizeof(struct sk_open_how)))
+        return -EINVAL;
+    return sk__push(e, step, SK_OP_OPENAT2, dirfd, sk_buf_uaddr(e, how_off),
+                    sk_buf_uaddr(e, path_off), sizeof(struct sk_open_how), 0);
 }
 
 /* read len bytes at file_off (-1: the file position) into the buffer at buf_off */

@@ -19,20 +19,24 @@ class Op:
     yields: str         # "fixed" (fills a slot), "data" (fills a buffer), "result"
     native: str         # "liburing": prepared by a liburing 2.3 helper; "number": raw SQE
     transfers: bool = False  # a short result counts as a failure for a link (read/write/...)
+    kernel: bool = False     # a kernel handler can emit it: sk_<name>() in bpf/sakura.h
+    link: bool = True        # a Chain step method exists for it
 
 
 OPS: tuple[Op, ...] = (
-    Op("nop",        0,  "5.1",  "",                                   "result", "liburing"),
+    Op("nop",        0,  "5.1",  "",                                   "result", "liburing", kernel=True),
     Op("fsync",      3,  "5.1",  "file",                               "result", "liburing"),
-    Op("accept",     13, "5.5",  "sock",                               "fixed",  "liburing"),
+    Op("accept",     13, "5.5",  "sock",                               "fixed",  "liburing", kernel=True),
     Op("connect",    16, "5.5",  "sock, address",                      "result", "liburing"),
-    Op("openat",     18, "5.6",  "path, flags, mode",                  "fixed",  "liburing"),
-    Op("close",      19, "5.6",  "file",                               "result", "liburing"),
-    Op("statx",      21, "5.6",  "path",                               "data",   "liburing"),
-    Op("read",       22, "5.6",  "file, length, offset",               "data",   "liburing", True),
-    Op("write",      23, "5.6",  "file, data, offset",                 "result", "liburing", True),
-    Op("send",       26, "5.6",  "sock, data",                         "result", "liburing"),
-    Op("recv",       27, "5.6",  "sock, length",                       "data",   "liburing"),
+    Op("openat",     18, "5.6",  "path, flags, mode",                  "fixed",  "liburing", kernel=True),
+    Op("close",      19, "5.6",  "file",                               "result", "liburing", kernel=True),
+    Op("statx",      21, "5.6",  "path",                               "data",   "liburing", kernel=True),
+    Op("read",       22, "5.6",  "file, length, offset",               "data",   "liburing", True, kernel=True),
+    Op("write",      23, "5.6",  "file, data, offset",                 "result", "liburing", True, kernel=True),
+    Op("send",       26, "5.6",  "sock, data",                         "result", "liburing", kernel=True),
+    Op("recv",       27, "5.6",  "sock, length",                       "data",   "liburing", kernel=True),
+    Op("openat2",    28, "5.6",  "dirfd, path, open_how",              "result", "number",
+       kernel=True, link=False),
     Op("splice",     30, "5.7",  "file_in, off_in, file_out, off_out, length", "result", "liburing"),
     Op("socket",     45, "5.19", "family, type, proto",                "fixed",  "liburing"),
     # Newer than liburing 2.3: the native layer lays these by number.
@@ -63,11 +67,13 @@ def release_tuple(text: str) -> tuple[int, ...]:
 
 def markdown_table() -> str:
     """The op table as it appears in docs/api.md (a test keeps the two equal)."""
-    rows = ["| step | IORING_OP | since | arguments | yields | prepared by |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| step | IORING_OP | since | arguments | yields | prepared by | kernel handler |",
+            "|---|---|---|---|---|---|---|"]
     for op in OPS:
-        rows.append(f"| `{op.name}` | {op.opcode} | {op.since} | {op.args or '—'} | {op.yields} "
-                    f"| {'liburing 2.3 helper' if op.native == 'liburing' else 'opcode number'} |")
+        step = f"`{op.name}`" if op.link else f"({op.name})"
+        rows.append(f"| {step} | {op.opcode} | {op.since} | {op.args or '—'} | {op.yields} "
+                    f"| {'liburing 2.3 helper' if op.native == 'liburing' else 'opcode number'} "
+                    f"| {f'`sk_{op.name}()`' if op.kernel else '—'} |")
     return "\n".join(rows)
 
 

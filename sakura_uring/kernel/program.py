@@ -20,7 +20,6 @@ BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 SDK = BPF_DIR / "sakura.h"
 DISPATCH = BPF_DIR / "dispatch.c"
 EVENTS = "/sys/kernel/tracing/events/io_uring"
-EMITTED_OPS = ("nop", "openat", "close", "statx", "read", "write", "send", "recv", "accept")
 
 
 class HandlerCompileError(SakuraError):
@@ -93,8 +92,7 @@ def program_parts(handler: str, source_name: str, layout: Layout,
     }
     if _format("io_uring_cqe_overflow"):
         macros["SK_HAVE_OVERFLOW_TP"] = 1
-    by_name = {op.name: op for op in _ops.OPS}
-    macros.update({f"SK_OP_{n.upper()}": by_name[n].opcode for n in EMITTED_OPS})
+    macros.update({f"SK_OP_{op.name.upper()}": op.opcode for op in _ops.OPS if op.kernel})
     pre = "".join(f"#define {k} {v}\n" for k, v in macros.items())
     return [("<layout>", pre), (str(SDK), SDK.read_text()), (source_name, handler),
             (str(DISPATCH), DISPATCH.read_text())]
