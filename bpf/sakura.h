@@ -81,8 +81,7 @@ struct sk_req {
     u32 out_off;
     u32 out_len;
     u64 arg[6];               /* the integers given to KernelRing.call() */
-    u64 v[16];                /* the handler's own variables */
-    u64 _pad[5];
+    u64 v[21];                /* the handler's own variables */
 };
 enum { SK_REQ_FREE = 0, SK_REQ_RUNNING = 1, SK_REQ_DONE = 2, SK_REQ_REPORTED = 3 };
 
@@ -363,6 +362,12 @@ static __always_inline int sk_send(struct sk_event *e, u32 step, int fd, u32 buf
 static __always_inline int sk_accept(struct sk_event *e, u32 step, int fd, u32 flags)
 {
     return sk__push(e, step, SK_OP_ACCEPT, fd, 0, 0, 0, flags);
+}
+
+/* shutdown(fd, how): 0 SHUT_RD, 1 SHUT_WR, 2 SHUT_RDWR */
+static __always_inline int sk_shutdown(struct sk_event *e, u32 step, int fd, u32 how)
+{
+    return sk__push(e, step, SK_OP_SHUTDOWN, fd, 0, 0, how, 0);
 }
 
 static __always_inline int sk_close(struct sk_event *e, u32 step, int fd)

@@ -8,7 +8,8 @@
  * root), 405 (other methods), 414 (target over 1 KiB), 431 (header over 4 KiB).
  * openat2(RESOLVE_BENEATH) refuses any path that would leave the root, whatever `..`,
  * %2e%2e, absolute path or symlink it uses: the kernel checks, not a parser.
- * Pipelined requests are not supported (a client must wait for each response). */
+ * Pipelined requests are served in order: bytes after one request's header are scanned as
+ * the next request before anything more is received. */
 #if SK_BUF_SIZE < 16384
 #error "http.c needs KernelRing(buffer_size >= 16384)"
 #endif
@@ -27,11 +28,12 @@
 /* SCAN and PARSE are NOPs the handler pushes to itself: the verifier walks a bounded loop
  * one iteration at a time and gives up past ~8,000 pending branches, so long work is cut
  * into slices of SCAN_STEP / PARSE_STEP bytes, one completion each. */
-enum { RECV = 1, SCAN, PARSE, OPEN, STATX, READ, SEND, CLOSE_FILE, CLOSE_SOCK };
+enum { RECV = 1, SCAN, PARSE, OPEN, STATX, READ, SEND, CLOSE_FILE, CLOSE_SOCK, SHUTDOWN, DRAIN };
 #define SCAN_STEP  64
 #define PARSE_STEP 32
 enum { F_KEEP = 1, F_HEAD = 2, F_HDR_PENDING = 4, F_CONN_CLOSE = 8, F_CONN_KEEP = 16,
-       F_HDR_DONE = 32 /* the blank line ending the header was seen */ };
+       F_HDR_DONE = 32, /* the blank line ending the header was seen */
+       F_LINGER = 64    /* an error ends the connection: drain what the client still sends */ };
 /* v[]: */
 #define SERVED  v[0]
 #define RCVD    v[1]
@@ -49,6 +51,7 @@ enum { F_KEEP = 1, F_HEAD = 2, F_HDR_PENDING = 4, F_CONN_CLOSE = 8, F_CONN_KEEP 
 #define DSTATE  v[13]    /* while parsing: 1 after '?' or '#' */
 #define DT      v[14]    /* while parsing: next byte of the target; 0 = not started */
 #define DO      v[15]    /* while parsing: bytes of decoded path */
+#define BASE    v[16]    /* where the current request starts in the receive area */
 
 #define PUT_LIT(b, off, lit) ({                                                 \
     const char __s[] = lit;                                                     \
@@ -118,8 +121,10 @@ static __always_inline int start_send(struct sk_event *e, u32 start, u32 len)
 static __always_inline int respond(struct sk_event *e, struct sk_buf *b, int status)
 {
     struct sk_req *r = e->r;
-    if (status == 400 || status == 414 || status == 431)
+    if (status == 400 || status == 414 || status == 431) {
         r->FLAGS &= ~(u64)F_KEEP;
+        r->FLAGS |= F_LINGER;
+    }
     r->FLAGS |= F_HEAD;               /* no body follows */
     r->SIZE = 0;
     r->FOFF = 0;
@@ -127,11 +132,20 @@ static __always_inline int respond(struct sk_event *e, struct sk_buf *b, int sta
     return start_send(e, BODY_OFF - hlen, hlen);
 }
 
+static __always_inline int scanned(struct sk_event *e, struct sk_buf *b);
+
+/* Wait for the next request; bytes already received after the last one (pipelining) are
+ * scanned first. */
 static __always_inline int recv_request(struct sk_event *e)
 {
     struct sk_req *r = e->r;
-    r->RCVD = r->SCANNED = r->WIN = r->LWIN = 0;
+    r->WIN = r->LWIN = 0;
     r->FLAGS = r->FILEFD = r->SIZE = r->FOFF = r->HLEN = 0;
+    if (r->SCANNED < r->RCVD) {
+        r->BASE = r->SCANNED;
+        return sk_nop(e, SCAN);
+    }
+    r->RCVD = r->SCANNED = r->BASE = 0;
     return sk_recv(e, RECV, r->arg[0], 0, REQ_MAX, 0);
 }
 
@@ -155,6 +169,12 @@ static __always_inline int response_done(struct sk_event *e)
     }
     if (r->FLAGS & F_KEEP)
         return recv_request(e);
+    if (r->FLAGS & F_LINGER) {
+        /* closing with unread bytes would send a reset that can overtake the response:
+         * end our side, read until the client closes (at most 16 x 4 KiB), then close */
+        r->RCVD = 0;
+        return sk_shutdown(e, SHUTDOWN, r->arg[0], 1);
+    }
     return sk_close(e, CLOSE_SOCK, r->arg[0]);
 }
 
@@ -188,7 +208,7 @@ static __always_inline void scan(struct sk_req *r, struct sk_buf *b)
             fl |= F_CONN_CLOSE;
         else if (lw == CONN_KEEP)
             fl |= F_CONN_KEEP;
-        if ((u32)w == END_OF_HEADER) {
+        if ((u32)w == END_OF_HEADER || (u16)w == 0x0a0a) {     /* or bare "\n\n" */
             fl |= F_HDR_DONE;
             break;
         }
@@ -204,19 +224,21 @@ static __always_inline void scan(struct sk_req *r, struct sk_buf *b)
 static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
 {
     struct sk_req *r = e->r;
+    u32 base = r->BASE;
     if (r->DT == 0) {                      /* the method, and the target's leading '/' */
         u32 t;
-        if (SK_BYTE(b, 0) == 'G' && SK_BYTE(b, 1) == 'E' && SK_BYTE(b, 2) == 'T' &&
-            SK_BYTE(b, 3) == ' ') {
-            t = 4;
-        } else if (SK_BYTE(b, 0) == 'H' && SK_BYTE(b, 1) == 'E' && SK_BYTE(b, 2) == 'A' &&
-                   SK_BYTE(b, 3) == 'D' && SK_BYTE(b, 4) == ' ') {
-            t = 5;
+        if (SK_BYTE(b, base) == 'G' && SK_BYTE(b, base + 1) == 'E' &&
+            SK_BYTE(b, base + 2) == 'T' && SK_BYTE(b, base + 3) == ' ') {
+            t = base + 4;
+        } else if (SK_BYTE(b, base) == 'H' && SK_BYTE(b, base + 1) == 'E' &&
+                   SK_BYTE(b, base + 2) == 'A' && SK_BYTE(b, base + 3) == 'D' &&
+                   SK_BYTE(b, base + 4) == ' ') {
+            t = base + 5;
             r->FLAGS |= F_HEAD;
         } else {
             /* a token then a space is a method we don't serve; anything else is malformed */
             for (u32 k = 0; k < 16; k++) {
-                int c = SK_BYTE(b, k);
+                int c = SK_BYTE(b, base + k);
                 if (c == ' ' && k > 0)
                     return 405;
                 if (c < 'A' || c > 'Z')
@@ -233,7 +255,7 @@ static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
     /* decode the target into PATH_OFF: %XX; stop at ' '; drop from '?' or '#' on */
     u32 t = r->DT, o = r->DO, stop = r->DSTATE, done = 0;
     for (u32 k = 0; k < PARSE_STEP; k++) {
-        if (t >= URI_MAX + 8)
+        if (t - base >= URI_MAX + 8)
             return 414;
         int c = SK_BYTE(b, t);
         if (c == '\r' || c == '\n')
@@ -390,6 +412,13 @@ static int on_complete(struct sk_event *e)
     }
     case CLOSE_FILE:
         return 0;
+    case SHUTDOWN:
+    case DRAIN:
+        if (e->step == DRAIN && n > 0 && ++r->RCVD < 16)
+            return sk_recv(e, DRAIN, r->arg[0], 0, REQ_MAX, 0);
+        if (e->step == SHUTDOWN && n == 0)
+            return sk_recv(e, DRAIN, r->arg[0], 0, REQ_MAX, 0);
+        return sk_close(e, CLOSE_SOCK, r->arg[0]);
     case CLOSE_SOCK:
         return sk_finish(e, r->SERVED, 0, 0);
     }

@@ -15,8 +15,7 @@ struct sk_req {
     uint32_t out_off;
     uint32_t out_len;
     uint64_t arg[6];
-    uint64_t v[16];
-    uint64_t _pad[5];
+    uint64_t v[21];
 };
 
 struct sk_ctl_head {

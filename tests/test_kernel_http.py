@@ -1,0 +1,158 @@
+"""The HTTP request handler (bpf/handlers/http.c) against real clients: every byte of
+every response is produced by BPF in kernel context; Python only accepts connections."""
+import http.client
+import os
+import socket
+import threading
+
+import pytest
+
+from sakura_uring.kernel import KernelRing, handler_path
+
+from helpers import open_fds
+
+
+class Server:
+    def __init__(self, root):
+        self.kr = KernelRing(handler_path("http"))
+        self.rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.connections = []
+        self.t = threading.Thread(target=self._accept, daemon=True)
+        self.t.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.ls.accept()
+            except OSError:
+                return
+            # the handler owns the descriptor from here and closes it
+            self.connections.append(self.kr.call(conn.detach(), self.rootfd))
+
+    def client(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+
+    def raw(self, request: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(request)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            return out
+
+    def close(self):
+        self.ls.close()
+        self.kr.close()
+        os.close(self.rootfd)
+
+
+@pytest.fixture(scope="module")
+def www(tmp_path_factory):
+    root = tmp_path_factory.mktemp("www")
+    (root / "index.html").write_bytes(b"<h1>sakura</h1>\n")
+    (root / "big.bin").write_bytes(os.urandom(300_001))
+    (root / "a b.txt").write_bytes(b"space")
+    (root / "empty").write_bytes(b"")
+    (root / "sub").mkdir()
+    (root / "sub" / "index.html").write_bytes(b"sub index")
+    (root / "escape").symlink_to("/etc/passwd")
+    (root.parent / "secret").write_bytes(b"outside the root")
+    srv = Server(root)
+    yield srv
+    srv.close()
+
+
+def get(srv, path, method="GET"):
+    c = srv.client()
+    c.request(method, path)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r, body
+
+
+def test_get_serves_files_byte_for_byte(www, tmp_path_factory):
+    r, body = get(www, "/")
+    assert (r.status, body) == (200, b"<h1>sakura</h1>\n")
+    r, body = get(www, "/big.bin")
+    root = www.kr  # noqa: F841
+    assert r.status == 200 and int(r.getheader("Content-Length")) == 300_001 == len(body)
+    r, body = get(www, "/sub/")
+    assert body == b"sub index"
+    assert get(www, "/a%20b.txt")[1] == b"space"
+    assert get(www, "/empty")[1] == b""
+    assert get(www, "/index.html?v=1#top")[1] == b"<h1>sakura</h1>\n"
+
+
+def test_head_has_the_length_and_no_body(www):
+    r, body = get(www, "/big.bin", "HEAD")
+    assert r.status == 200 and r.getheader("Content-Length") == "300001" and body == b""
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(www):
+    c = www.client()
+    for path in ["/", "/big.bin", "/nope", "/", "/sub/"] * 4:
+        c.request("GET", path)
+        r = c.getresponse()
+        r.read()
+        assert r.getheader("Connection") == "keep-alive"
+    c.close()
+
+
+def test_connection_close_and_http10(www):
+    out = www.raw(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in out
+    assert out.endswith(b"<h1>sakura</h1>\n")            # and then the server closed it
+    out = www.raw(b"GET / HTTP/1.0\r\n\r\n")
+    assert b"Connection: close" in out and out.endswith(b"<h1>sakura</h1>\n")
+    out = www.raw(b"GET / HTTP/1.1\nConnection: close\n\n")   # bare LF line ends
+    assert out.startswith(b"HTTP/1.1 200 OK")
+
+
+@pytest.mark.parametrize("request_,status", [
+    (b"GET /nope HTTP/1.1\r\n\r\n", 404),
+    (b"GET /sub HTTP/1.1\r\n\r\n", 404),                 # a directory
+    (b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
+    (b"DELETE /x HTTP/1.1\r\n\r\n", 405),
+    (b"garbage\r\n\r\n", 400),
+    (b"GET noslash HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/2.0\r\n\r\n", 400),
+    (b"GET /%zz HTTP/1.1\r\n\r\n", 400),
+    (b"GET /%00 HTTP/1.1\r\n\r\n", 400),
+    (b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nX: " + b"y" * 5000 + b"\r\n\r\n", 431),
+])
+def test_bad_requests_get_the_right_status(www, request_, status):
+    out = www.raw(request_ + b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 %d " % status), out[:80]
+    if status in (400, 414, 431):                         # and the connection ends there
+        assert out.count(b"HTTP/1.1 ") == 1
+    if status == 405:
+        assert b"Allow: GET, HEAD\r\n" in out
+
+
+@pytest.mark.parametrize("path", [
+    "/../secret", "/%2e%2e/secret", "/%2E%2E%2Fsecret", "/sub/../../secret", "//etc/passwd",
+    "/escape", "/sub/%2e%2e/%2e%2e/secret",
+])
+def test_nothing_outside_the_root_is_served(www, path):
+    r, body = get(www, path)
+    assert r.status == 404 and body == b""
+
+
+def test_connections_end_with_their_count_and_no_fd_left(www):
+    before = open_fds()
+    n0 = len(www.connections)
+    for _ in range(20):
+        c = www.client()
+        for _ in range(3):
+            c.request("GET", "/")
+            c.getresponse().read()
+        c.close()
+    for f in www.connections[n0:n0 + 20]:
+        assert f.result(5).result == 3                     # responses on that connection
+    assert open_fds() == before
