@@ -19,7 +19,7 @@ static __always_inline int sk__dispatch(u64 ctx, u64 user_data, s32 res, u32 cfl
         if (c->ctx == 0 && ud == SK_BOOT_UD && (bpf_get_current_pid_tgid() >> 32) == c->tgid)
             __sync_val_compare_and_swap(&c->ctx, 0, (u64)ctx);
         else if ((bpf_get_current_pid_tgid() >> 32) == c->tgid)
-            __sync_fetch_and_add(&c->stat[SK_STAT_FOREIGN], 1);
+            sk__count(SK_STAT_FOREIGN);
         return 0;
     }
     if (ud & SK_UD_INTERNAL)
@@ -32,11 +32,11 @@ static __always_inline int sk__dispatch(u64 ctx, u64 user_data, s32 res, u32 cfl
         return 0;
     u64 gen = (ud >> 32) & 0x7fffffff;
     if ((r->gen & 0x7fffffff) != gen) {
-        __sync_fetch_and_add(&c->stat[SK_STAT_STALE], 1);
+        sk__count(SK_STAT_STALE);
         return 0;
     }
     if (r->state != SK_REQ_RUNNING) {
-        __sync_fetch_and_add(&c->stat[SK_STAT_AFTER_FINISH], 1);
+        sk__count(SK_STAT_AFTER_FINISH);
         sk__release(r);
         return 0;
     }
@@ -48,13 +48,13 @@ static __always_inline int sk__dispatch(u64 ctx, u64 user_data, s32 res, u32 cfl
     e.r = r;
     e.c = c;
     e.gen = gen;
-    __sync_fetch_and_add(&c->stat[SK_STAT_EVENTS], 1);
+    sk__count(SK_STAT_EVENTS);
     int rc = on_complete(&e);
     if (rc < 0 && r->state == SK_REQ_RUNNING)
         sk_finish(&e, rc, 0, 0);
     /* the event counts as in flight until here, so "zero" means nothing can follow */
     if (sk__release(r) && r->state == SK_REQ_RUNNING) {
-        __sync_fetch_and_add(&c->stat[SK_STAT_STALLED], 1);
+        sk__count(SK_STAT_STALLED);
         sk_finish(&e, SK_ERR_STALLED, 0, 0);
     }
     return 0;

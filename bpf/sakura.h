@@ -46,7 +46,6 @@ struct sk_sqe {
 
 struct sk_page { u32 w[1024]; };
 
-#define SK_STATS 12
 /* Control block. seq[] publishes SQ slots: seq[slot] = (u32)(r + 1) | (u64)glen << 32 once
  * the group of glen SQEs reserved at r is written; the tail moves over whole groups only,
  * so a linked chain becomes visible to the kernel in one step. */
@@ -55,9 +54,12 @@ struct sk_ctl {
     u64 ctx;                  /* this ring's struct io_ring_ctx *, learned from the boot CQE */
     u64 bufs_uaddr;           /* user address of sk_bufs[0] */
     u64 tgid;
-    u64 stat[SK_STATS];       /* see SK_STAT_* */
+    u64 _pad[12];             /* seq[] starts on its own cache line, at 128 */
     u64 seq[SK_ENTRIES];
 };
+/* Counters, per CPU: an event never waits for another CPU's cache line to count itself. */
+#define SK_STATS 12
+BPF_PERCPU_ARRAY(sk_stats, u64, SK_STATS);
 enum {
     SK_STAT_EVENTS = 0,       /* completions dispatched to on_complete */
     SK_STAT_PUSHED,           /* SQEs pushed by handlers */
@@ -71,16 +73,18 @@ enum {
 };
 
 /* Per-request state, 256 bytes; the application fills gen/args/in_len before the start
- * event, the handler owns v[] and fills result/out_* through sk_finish(). */
+ * event, the handler owns v[] and fills result/out_* through sk_finish(). The first cache
+ * line (read by the drainer at every completion) changes only when the request starts and
+ * finishes; inflight, written at every step, lives on the next one. */
 struct sk_req {
     u64 gen;                  /* generation of this slot's current request */
-    u64 inflight;             /* SQEs pushed and not yet completed, + events running */
     s64 result;
     u32 state;                /* SK_REQ_* */
     u32 in_len;               /* bytes of input at the start of the data buffer */
     u32 out_off;
     u32 out_len;
     u64 arg[6];               /* the integers given to KernelRing.call() */
+    u64 inflight;             /* SQEs pushed and not yet completed, + events running */
     u64 v[21];                /* the handler's own variables */
 };
 enum { SK_REQ_FREE = 0, SK_REQ_RUNNING = 1, SK_REQ_DONE = 2, SK_REQ_REPORTED = 3 };
@@ -92,6 +96,13 @@ BPF_F_TABLE("array", u32, struct sk_page, sk_rings, SK_RING_PAGES, BPF_F_MMAPABL
 BPF_F_TABLE("array", u32, struct sk_ctl, sk_ctl, 1, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct sk_req, sk_reqs, SK_REQS, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct sk_buf, sk_bufs, SK_REQS, BPF_F_MMAPABLE);
+
+static __always_inline void sk__count(u32 which)
+{
+    u64 *n = sk_stats.lookup(&which);
+    if (n)
+        (*n)++;
+}
 
 /* user_data: bits 0-15 request slot, 16-31 step, 32-62 generation, 63 internal */
 #define SK_UD(req, step, gen) ((u64)(req) | ((u64)((step) & 0xffff) << 16) | \
@@ -145,7 +156,7 @@ static __always_inline int sk__reserve(struct sk_ctl *c, u32 n, u64 *out)
         u64 r = c->reserve;
         u32 head = *(volatile u32 *)&pg->w[0];      /* sq.head, written by the kernel */
         if ((u32)r + n - head > SK_ENTRIES) {
-            __sync_fetch_and_add(&c->stat[SK_STAT_FULL], 1);
+            sk__count(SK_STAT_FULL);
             return -EBUSY;
         }
         if (__sync_val_compare_and_swap(&c->reserve, r, r + n) == r) {
@@ -153,7 +164,7 @@ static __always_inline int sk__reserve(struct sk_ctl *c, u32 n, u64 *out)
             return 0;
         }
     }
-    __sync_fetch_and_add(&c->stat[SK_STAT_CONTENDED], 1);
+    sk__count(SK_STAT_CONTENDED);
     return -EAGAIN;
 }
 
@@ -234,7 +245,7 @@ static __always_inline int sk__push(struct sk_event *e, u32 step, u8 op, s32 fd,
     s->addr3 = 0;
     s->pad = 0;
     __sync_fetch_and_add(&e->r->inflight, 1);
-    __sync_fetch_and_add(&c->stat[SK_STAT_PUSHED], 1);
+    sk__count(SK_STAT_PUSHED);
     if (last) {
         if (e->batch_n) {
             n = e->batch_n;
@@ -401,7 +412,7 @@ static __always_inline int sk_finish(struct sk_event *e, s64 result, u32 out_off
     r->out_off = out_off;
     r->out_len = out_len;
     r->state = SK_REQ_DONE;
-    __sync_fetch_and_add(&e->c->stat[SK_STAT_FINISHED], 1);
+    sk__count(SK_STAT_FINISHED);
     return 0;
 }
 
@@ -412,12 +423,7 @@ static int on_complete(struct sk_event *e);
 /* Drop one count of r->inflight; true when it reached zero. */
 static __always_inline int sk__release(struct sk_req *r)
 {
-    for (int i = 0; i < 16; i++) {
-        u64 v = r->inflight;
-        if (__sync_val_compare_and_swap(&r->inflight, v, v - 1) == v)
-            return v == 1;
-    }
-    return 0;
+    return __sync_fetch_and_add(&r->inflight, -1) == 1;
 }
 
 /* The dispatch program that calls on_complete is bpf/dispatch.c, compiled after the handler. */

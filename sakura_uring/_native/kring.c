@@ -9,6 +9,7 @@
  * Threads: any thread may push (sk_kr_start); one drainer thread calls sk_kr_drain. */
 #include <errno.h>
 #include <linux/bpf.h>
+#include <linux/futex.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -30,6 +31,7 @@ struct sk_kring {
     uint64_t *reserve, *seq;
     struct sk_ctl_head *ctl;
     uint64_t outstanding;             /* requests started and not yet reported */
+    uint8_t *waiting;                 /* per slot: a caller sleeps in sk_kr_wait */
     struct sk_kring_stats stats;
 };
 
@@ -83,6 +85,7 @@ void sk_kr_free(struct sk_kring *k)
     if (k->ctl_mem) munmap(k->ctl_mem, k->ctl_len);
     if (k->reqs_mem) munmap(k->reqs_mem, k->reqs_len);
     if (k->bufs) munmap(k->bufs, k->bufs_len);
+    free(k->waiting);
     free(k);
 }
 
@@ -98,6 +101,13 @@ struct sk_kring *sk_kr_new(const struct sk_kring_params *p, int *err, int *stage
     }
     k->p = *p;
     k->fd = -1;
+    k->waiting = calloc(p->reqs, 1);
+    if (!k->waiting) {
+        free(k);
+        *err = -ENOMEM;
+        *stage = 0;
+        return NULL;
+    }
     k->sqes_len = skk_pages((size_t)p->entries * 64);
     k->rings_len = (size_t)p->ring_pages * 4096;
     k->ctl_len = skk_pages(SKK_CTL_SEQ_OFF + 8 * (size_t)p->entries);
@@ -257,6 +267,29 @@ long long sk_kr_start(struct sk_kring *k, unsigned req, const uint64_t *args, un
     return (long long)gen;
 }
 
+/* Wait until request slot `req` is reported finished: spin spin_ns (most requests end
+ * within it, and no thread has to be woken), then sleep on a futex on its state word,
+ * which the drainer wakes. 0 when finished, -ETIMEDOUT after timeout_ns. */
+int sk_kr_wait(struct sk_kring *k, unsigned req, long long spin_ns, long long timeout_ns)
+{
+    struct sk_req *r = sk_kr_req(k, req);
+    long long now = skk_now(), spin_end = now + spin_ns, end = now + timeout_ns;
+    uint32_t st;
+    while ((st = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE)) != SK_REQ_REPORTED_) {
+        now = skk_now();
+        if (now >= end)
+            return -ETIMEDOUT;
+        if (now < spin_end)
+            continue;
+        __atomic_store_n(&k->waiting[req], 1, __ATOMIC_SEQ_CST);
+        struct timespec ts = { (end - now) / 1000000000LL, (end - now) % 1000000000LL };
+        if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) == st)
+            syscall(__NR_futex, &r->state, FUTEX_WAIT, st, &ts, NULL, 0);
+        __atomic_store_n(&k->waiting[req], 0, __ATOMIC_RELEASE);
+    }
+    return 0;
+}
+
 /* Ask the drainer to return (close()). */
 int sk_kr_stop(struct sk_kring *k)
 {
@@ -277,6 +310,7 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
     for (;;) {
         unsigned n = 0;
         uint32_t head = *k->cq_head, mask = *k->cq_mask;
+        uint32_t first = head;
         uint32_t tail = __atomic_load_n(k->cq_tail, __ATOMIC_ACQUIRE);
         while (head != tail && n < max) {
             struct io_uring_cqe *cqe = &k->cqes[head & mask];
@@ -295,7 +329,9 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
                 continue;
             if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) == SK_REQ_DONE_ &&
                 __atomic_load_n(&r->inflight, __ATOMIC_ACQUIRE) == 0) {
-                r->state = SK_REQ_REPORTED_;
+                __atomic_store_n(&r->state, SK_REQ_REPORTED_, __ATOMIC_RELEASE);
+                if (__atomic_load_n(&k->waiting[req], __ATOMIC_ACQUIRE))
+                    syscall(__NR_futex, &r->state, FUTEX_WAKE, 1, NULL, NULL, 0);
                 out[n++] = req;
                 __atomic_fetch_sub(&k->outstanding, 1, __ATOMIC_RELAXED);
             }
@@ -307,6 +343,8 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
         }
         if (stop)
             return -ESHUTDOWN;
+        if (head != first)
+            spin_end = -1;            /* progress: spin afresh before sleeping */
         if (head != tail)
             continue;
         /* watchdog */

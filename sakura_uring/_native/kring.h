@@ -8,13 +8,13 @@ struct sk_kring_params {
 
 struct sk_req {
     uint64_t gen;
-    uint64_t inflight;
     int64_t  result;
     uint32_t state;
     uint32_t in_len;
     uint32_t out_off;
     uint32_t out_len;
     uint64_t arg[6];
+    uint64_t inflight;
     uint64_t v[21];
 };
 
@@ -23,7 +23,6 @@ struct sk_ctl_head {
     uint64_t ctx;
     uint64_t bufs_uaddr;
     uint64_t tgid;
-    uint64_t stat[12];
 };
 
 struct sk_kring_stats {
@@ -48,6 +47,7 @@ int sk_kr_boot(struct sk_kring *k, uint64_t boot_ud, long long timeout_ns);
 long long sk_kr_start(struct sk_kring *k, unsigned req, const uint64_t *args, unsigned nargs,
                       const uint8_t *data, unsigned len);
 int sk_kr_stop(struct sk_kring *k);
+int sk_kr_wait(struct sk_kring *k, unsigned req, long long spin_ns, long long timeout_ns);
 int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_ns,
                 long long spin_ns);
 int sk_kr_probe(int *stage);

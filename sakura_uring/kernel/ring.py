@@ -30,6 +30,7 @@ SK_STALLED = -0x1000          # sakura.h SK_ERR_STALLED
 STAT_NAMES = ("events", "pushed", "push_full", "push_contended", "stale", "stalled",
               "finished", "after_finish", "foreign")
 MAX_ARGS = 6
+FREE, REPORTED = 0, 3          # struct sk_req state (sakura.h SK_REQ_*)
 
 
 class KernelHandlersUnavailable(SakuraError):
@@ -138,6 +139,9 @@ class KernelRing:
         self._cv = threading.Condition(threading.Lock())
         self._free = list(range(requests - 1, -1, -1))
         self._futures: dict[int, Future] = {}
+        # slots whose run() caller collects the result itself -> how many of (caller,
+        # drainer) are done with it; the second one frees it
+        self._sync: dict[int, int] = {}
         self._drainer = threading.Thread(target=self._drain, name=f"sakura-drain-{self.fd}",
                                          daemon=True)
         self._drainer.start()
@@ -180,8 +184,36 @@ class KernelRing:
         return self._start(slot, cargs, view)
 
     def run(self, *args: int, data: bytes = b"", timeout: float | None = None) -> HandlerResult:
-        """call() and wait for the result."""
-        return self.call(*args, data=data, timeout=timeout).result(timeout)
+        """call() and wait for the result. The caller waits on the request's state word
+        itself (spinning spin_us, then a futex), so no thread hands the result over."""
+        cargs, view = self._check_request(args, data)
+        slot = self._take_slot(timeout)
+        with self._cv:
+            self._sync[slot] = 0
+        try:
+            self._start(slot, cargs, view, future=False)
+        except BaseException:
+            with self._cv:
+                self._sync.pop(slot, None)
+            raise
+        end = None if timeout is None else time.monotonic() + timeout
+        k = self._k
+        while True:
+            left = 0.05 if end is None else min(0.05, end - time.monotonic())
+            if left > 0 and lib.sk_kr_wait(k, slot, self._spin_ns, int(left * 1e9)) == 0:
+                return self._collect(slot, sync=True)
+            with self._cv:
+                if self._closed:
+                    self._sync.pop(slot, None)
+                    raise RingClosed("the KernelRing was closed before this request finished")
+                if end is not None and time.monotonic() >= end and \
+                        lib.sk_kr_req(k, slot).state != REPORTED:
+                    # hand the slot to the drainer: it frees it when the request ends
+                    del self._sync[slot]
+                    fut = Future()
+                    fut.set_running_or_notify_cancel()
+                    self._futures[slot] = fut
+                    raise TimeoutError(f"the kernel handler did not finish within {timeout} s")
 
     def map(self, requests, *, window: int | None = None,
             timeout: float | None = None) -> list[HandlerResult]:
@@ -289,12 +321,14 @@ class KernelRing:
                 raise RingClosed("this KernelRing is closed")
             return self._free.pop()
 
-    def _start(self, slot: int, cargs: list, view: memoryview) -> Future:
-        fut: Future = Future()
-        fut.set_running_or_notify_cancel()
+    def _start(self, slot: int, cargs: list, view: memoryview, future: bool = True) -> Future | None:
+        fut = None
+        if future:
+            fut = Future()
+            fut.set_running_or_notify_cancel()
+            with self._cv:
+                self._futures[slot] = fut
         args = ffi.new("uint64_t[]", cargs) if cargs else ffi.NULL
-        with self._cv:
-            self._futures[slot] = fut
         data = ffi.from_buffer(view)
         delay = 0.0001
         while True:
@@ -324,20 +358,41 @@ class KernelRing:
                 if n != -ESHUTDOWN:
                     self._fail_all(OSError(-n, f"KernelRing drainer: {os.strerror(-n)}"))
                 return
-            done = []
-            for i in range(n):
-                slot = out[i]
-                r = lib.sk_kr_req(k, slot)
-                data = ffi.buffer(lib.sk_kr_buf(k, slot) + r.out_off, r.out_len)[:]
-                done.append((slot, HandlerResult(r.result, data)))
-                r.state = 0
+            futs = []
             with self._cv:
-                futs = [(self._futures.pop(slot, None), res) for slot, res in done]
-                self._free.extend(slot for slot, _ in done)
-                self._cv.notify(len(done))
+                for i in range(n):
+                    slot = out[i]
+                    if slot in self._sync:  # a run() caller collects it itself
+                        self._sync_done(slot)
+                        continue
+                    futs.append((self._futures.pop(slot, None), self._collect(slot, locked=True)))
             for fut, res in futs:
                 if fut is not None:
                     fut.set_result(res)
+
+    def _collect(self, slot: int, sync: bool = False, locked: bool = False) -> HandlerResult:
+        """The finished request's result and bytes; its slot goes back to the pool (for a
+        run() slot, once the drainer has passed it too)."""
+        r = lib.sk_kr_req(self._k, slot)
+        res = HandlerResult(r.result, ffi.buffer(lib.sk_kr_buf(self._k, slot) + r.out_off,
+                                                 r.out_len)[:])
+        if locked:
+            r.state = FREE
+            self._free.append(slot)
+            self._cv.notify()
+        else:
+            with self._cv:
+                self._sync_done(slot)
+        return res
+
+    def _sync_done(self, slot: int) -> None:
+        """Caller or drainer is done with a run() slot; the second frees it (under _cv)."""
+        self._sync[slot] += 1
+        if self._sync[slot] == 2:
+            del self._sync[slot]
+            lib.sk_kr_req(self._k, slot).state = FREE
+            self._free.append(slot)
+            self._cv.notify()
 
     def _fail_all(self, exc: Exception) -> None:
         with self._cv:
@@ -354,10 +409,10 @@ class KernelRing:
         """Counters: the handler side (BPF) and the application side (drainer)."""
         if self._closed:
             raise RingClosed("this KernelRing is closed")
-        ctl = lib.sk_kr_ctl(self._k)
         st = ffi.new("struct sk_kring_stats *")
         lib.sk_kr_stats(self._k, st)
-        out = {name: int(ctl.stat[i]) for i, name in enumerate(STAT_NAMES)}
+        per_cpu = self._bpf[b"sk_stats"]
+        out = {name: int(sum(per_cpu[per_cpu.Key(i)])) for i, name in enumerate(STAT_NAMES)}
         out.update(started=st.started, reported=st.finished, cqes=st.cqes, waits=st.waits,
                    wakeups=st.wakeups, overflow_flushes=st.overflow_flushes,
                    in_flight=lib.sk_kr_outstanding(self._k))
