@@ -32,6 +32,7 @@ struct sk_kring {
     struct sk_ctl_head *ctl;
     uint64_t outstanding;             /* requests started and not yet reported */
     uint8_t *waiting;                 /* per slot: a caller sleeps in sk_kr_wait */
+    int stopped;                      /* the STOP request was consumed */
     struct sk_kring_stats stats;
 };
 
@@ -267,15 +268,24 @@ long long sk_kr_start(struct sk_kring *k, unsigned req, const uint64_t *args, un
     return (long long)gen;
 }
 
-/* Wait until request slot `req` is reported finished: spin spin_ns (most requests end
- * within it, and no thread has to be woken), then sleep on a futex on its state word,
- * which the drainer wakes. 0 when finished, -ETIMEDOUT after timeout_ns. */
+/* Wait until request slot `req` has finished: the handler called sk_finish and nothing
+ * it pushed is still in flight (seen in shared memory, before the drainer gets to the
+ * CQE: the caller needs no other thread), or the drainer reported it. Spins spin_ns, then
+ * sleeps on a futex on the state word, which the drainer wakes. 0 when finished,
+ * -ETIMEDOUT after timeout_ns. */
+static int skk_finished(struct sk_req *r, uint32_t *st)
+{
+    *st = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
+    return *st == SK_REQ_REPORTED_ ||
+           (*st == SK_REQ_DONE_ && __atomic_load_n(&r->inflight, __ATOMIC_ACQUIRE) == 0);
+}
+
 int sk_kr_wait(struct sk_kring *k, unsigned req, long long spin_ns, long long timeout_ns)
 {
     struct sk_req *r = sk_kr_req(k, req);
     long long now = skk_now(), spin_end = now + spin_ns, end = now + timeout_ns;
     uint32_t st;
-    while ((st = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE)) != SK_REQ_REPORTED_) {
+    while (!skk_finished(r, &st)) {
         now = skk_now();
         if (now >= end)
             return -ETIMEDOUT;
@@ -306,7 +316,6 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
                 long long spin_ns)
 {
     long long spin_end = -1, start = skk_now();
-    int stop = 0;
     for (;;) {
         unsigned n = 0;
         uint32_t head = *k->cq_head, mask = *k->cq_mask;
@@ -318,7 +327,7 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
             head++;
             k->stats.cqes++;
             if (ud & SKK_UD_INTERNAL) {
-                stop |= ud == SKK_UD_STOP;
+                k->stopped |= ud == SKK_UD_STOP;   /* sticky: this batch may report first */
                 continue;
             }
             uint32_t req = ud & 0xffff;
@@ -341,7 +350,7 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
             k->stats.finished += n;
             return (int)n;
         }
-        if (stop)
+        if (k->stopped)
             return -ESHUTDOWN;
         if (head != first)
             spin_end = -1;            /* progress: spin afresh before sleeping */

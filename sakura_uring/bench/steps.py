@@ -27,6 +27,7 @@ from ..kernel import KernelRing, handler_path
 LENGTHS = (1, 2, 4, 8, 16, 32)
 KINDS = ("nop", "read")
 ENGINES = ("FlexSC model", "link engine", "kernel handler")
+IDLE_MS = 20
 
 
 def _step(kind: str, fd: int) -> Chain:
@@ -103,8 +104,11 @@ def main(args) -> int:
     log(f"steps per chain {LENGTHS}, NOP and 4 KiB read, {rounds} rounds of ~{steps_budget} "
         f"steps per cell, kernel {os.uname().release}; syscalls counted by "
         f"{'a bcc raw_syscalls tracepoint program' if counter else 'nothing: ' + why}")
-    ring = Ring(256, sqpoll=True, sq_cpu=sq_cpu, buffers=64, buffer_size=4096)
-    kr = KernelRing(handler_path("steps"), sq_cpu=sq_cpu)
+    # short idle times: each engine's SQPOLL thread falls asleep before the other one runs
+    # (both share CPU 1), see IDLE below
+    ring = Ring(256, sqpoll=True, sq_cpu=sq_cpu, sq_idle_ms=IDLE_MS, buffers=64,
+                buffer_size=4096)
+    kr = KernelRing(handler_path("steps"), sq_cpu=sq_cpu, sq_idle_ms=IDLE_MS)
     cells = [(k, L, e) for k in KINDS for L in LENGTHS for e in ENGINES]
     times = {c: [] for c in cells}
     calls = {c: [] for c in cells}
@@ -113,6 +117,7 @@ def main(args) -> int:
         for rnd in range(rounds):
             for kind, length, engine in cells:
                 go = _runner(engine, kind, length, ring, kr, fd)
+                time.sleep(IDLE_MS * 2 / 1000)     # the other engine's SQPOLL thread sleeps
                 n = max(50, steps_budget // length)
                 go(min(n, 100))                                   # warm up
                 if counter:
@@ -125,6 +130,7 @@ def main(args) -> int:
                     counter.stop()
                     calls[(kind, length, engine)].append(counter.total / n)
             long_n = 20_000 if quick else 200_000
+            time.sleep(IDLE_MS * 2 / 1000)
             t0 = time.perf_counter()
             r = kr.run(long_n, 0, fd, timeout=60)
             long_ns.append((time.perf_counter() - t0) / long_n * 1e9)

@@ -30,7 +30,7 @@ SK_STALLED = -0x1000          # sakura.h SK_ERR_STALLED
 STAT_NAMES = ("events", "pushed", "push_full", "push_contended", "stale", "stalled",
               "finished", "after_finish", "foreign")
 MAX_ARGS = 6
-FREE, REPORTED = 0, 3          # struct sk_req state (sakura.h SK_REQ_*)
+FREE = 0                       # struct sk_req state (sakura.h SK_REQ_*)
 
 
 class KernelHandlersUnavailable(SakuraError):
@@ -207,7 +207,7 @@ class KernelRing:
                     self._sync.pop(slot, None)
                     raise RingClosed("the KernelRing was closed before this request finished")
                 if end is not None and time.monotonic() >= end and \
-                        lib.sk_kr_req(k, slot).state != REPORTED:
+                        lib.sk_kr_wait(k, slot, 0, 0) != 0:
                     # hand the slot to the drainer: it frees it when the request ends
                     del self._sync[slot]
                     fut = Future()
