@@ -89,8 +89,9 @@ def _kernel_engine(kp: KernelProbe) -> str:
     """"" when kernel handlers work here, else the first reason they don't."""
     caps = _cap_eff()
     if not (caps >> CAP_SYS_ADMIN & 1 or (caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1)):
-        return ("loading a tracing BPF program needs CAP_BPF and CAP_PERFMON (or "
-                "CAP_SYS_ADMIN): run as root")
+        return ("this process has neither CAP_SYS_ADMIN nor CAP_BPF + CAP_PERFMON, which "
+                "loading a tracing BPF program needs: run as root with full capabilities, or "
+                "grant them (e.g. setcap cap_bpf,cap_perfmon+ep on the interpreter)")
     if kp.version < (6, 6):
         return (f"this kernel is {kp.release}: rings in BPF map memory need "
                 "IORING_SETUP_NO_MMAP (Linux 6.5) and IORING_SETUP_NO_SQARRAY (Linux 6.6)")

@@ -29,3 +29,18 @@ def test_examples_run():
                          capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(b"b'HTTP/1.0 200 OK")
+    out = subprocess.run([sys.executable, str(ROOT / "examples/kernel_follow.py"), "/etc/hostname"],
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == Path("/etc/hostname").read_bytes()
+    assert b"completions handled in kernel" in out.stderr
+
+
+def test_kernel_handlers_doc_example_handler_compiles_and_runs():
+    """The handler written out in docs/kernel-handlers.md is the one that runs."""
+    text = (ROOT / "docs/kernel-handlers.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "HandlerResult(result=12, data=b'hello kernel')"

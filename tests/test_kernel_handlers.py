@@ -35,14 +35,6 @@ def nops():
         yield kr
 
 
-def test_engines_report_both_available_here():
-    eng = su.engines()
-    assert eng["link"].available and eng["link"].reason == ""
-    assert eng["kernel"].available, eng["kernel"].reason
-    assert bool(eng["kernel"]) is True
-    assert not su.Engine("kernel", False, "why")
-
-
 # ---- (a) follow a path -------------------------------------------------------------
 
 def test_follow_reads_the_file_the_pointer_names(follow, tmp_path):
