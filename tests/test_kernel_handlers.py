@@ -161,7 +161,7 @@ def test_100k_requests_each_completes_exactly_once(nops):
 def test_python_threads_and_bpf_push_at_once():
     """4 threads start requests while each request's handler fans out 3 chains of 4 NOPs
     from the SQPOLL thread: both sides reserve and publish SQ slots concurrently."""
-    with KernelRing(th("fan"), entries=1024, requests=64) as kr:
+    with KernelRing(th("fan"), entries=1024, buffers=64) as kr:
         errors, results = [], []
 
         def worker(k):
@@ -291,7 +291,7 @@ def test_bad_requests_are_refused_before_the_kernel(nops, args, data, exc):
 
 
 @pytest.mark.parametrize("kw", [dict(entries=100), dict(entries=16), dict(buffer_size=5000),
-                                dict(requests=0), dict(requests=70000), dict(cq_entries=64),
+                                dict(buffers=0), dict(buffers=70000), dict(cq_entries=64),
                                 dict(sq_cpu=999)])
 def test_bad_ring_parameters_fail_before_compiling(kw):
     before = open_fds()

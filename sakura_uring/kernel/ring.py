@@ -84,16 +84,17 @@ class KernelRing:
 
     handler      the C source (str) or a path to it (os.PathLike)
     entries      SQ size shared by the application and the handler (power of two)
-    requests     request slots, i.e. requests in flight at once (<= 65535)
-    buffer_size  each request's data buffer (power of two, 4 KiB .. 4 MiB)
-    cq_entries   CQ size (default: max(2 * entries, 16 * requests)); a CQE that finds it
+    buffers      request slots, each with its own data buffer: how many requests can be
+                 in flight at once (<= 65535)
+    buffer_size  the size of each buffer (power of two, 4 KiB .. 4 MiB)
+    cq_entries   CQ size (default: max(2 * entries, 16 * buffers)); a CQE that finds it
                  full still reaches the handler (io_uring_cqe_overflow) and the drainer
     sq_idle_ms   how long the SQPOLL thread polls before it sleeps
     sq_cpu       pin the SQPOLL thread to this CPU (None: anywhere)
     spin_us      how long the drainer polls the CQ before it sleeps in the kernel
     """
 
-    def __init__(self, handler, *, entries: int = 256, requests: int = 64,
+    def __init__(self, handler, *, entries: int = 256, buffers: int = 64,
                  buffer_size: int = 65536, cq_entries: int | None = None,
                  sq_idle_ms: int = 100, sq_cpu: int | None = None, spin_us: int = 50,
                  name: str | None = None):
@@ -104,7 +105,7 @@ class KernelRing:
         elif not isinstance(handler, str):
             raise TypeError(f"handler must be C source (str) or a path, not {type(handler).__name__}")
         entries = _pow2("entries", entries, 64, 32768)
-        requests = _check_int("requests", requests, 1, 65535, ValueError)
+        requests = _check_int("buffers", buffers, 1, 65535, ValueError)
         buffer_size = _pow2("buffer_size", buffer_size, 4096, 4 << 20)
         if cq_entries is None:
             cq_entries = max(2 * entries, 1 << (16 * requests - 1).bit_length())
@@ -315,7 +316,7 @@ class KernelRing:
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
                     raise RingFull(f"all {self.layout.reqs} request slots stayed busy for "
-                                   f"{timeout} s (KernelRing(requests=...) sets how many)")
+                                   f"{timeout} s (KernelRing(buffers=...) sets how many)")
                 self._cv.wait(left)
             if self._closed:
                 raise RingClosed("this KernelRing is closed")
