@@ -322,3 +322,25 @@ def test_close_fails_pending_requests_and_frees_everything():
         b.close()
     assert open_fds() == before_fds
     assert len(Path("/proc/self/maps").read_text().splitlines()) <= before_maps + 2
+
+
+def test_close_while_another_thread_waits_in_run():
+    a, b = socket.socketpair()
+    kr = KernelRing(th("recv_wait"))
+    errors = []
+
+    def waiter():
+        try:
+            kr.run(a.fileno(), timeout=30)       # nothing is ever sent: waits until close
+        except Exception as exc:
+            errors.append(exc)
+    t = threading.Thread(target=waiter)
+    t.start()
+    import time
+    time.sleep(0.2)
+    kr.close()                                   # must not free memory the waiter reads
+    t.join(5)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], su.RingClosed)
+    a.close()
+    b.close()

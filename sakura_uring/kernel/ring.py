@@ -143,6 +143,7 @@ class KernelRing:
         # slots whose run() caller collects the result itself -> how many of (caller,
         # drainer) are done with it; the second one frees it
         self._sync: dict[int, int] = {}
+        self._users = 0                   # threads inside a native call on the ring
         self._drainer = threading.Thread(target=self._drain, name=f"sakura-drain-{self.fd}",
                                          daemon=True)
         self._drainer.start()
@@ -198,23 +199,45 @@ class KernelRing:
                 self._sync.pop(slot, None)
             raise
         end = None if timeout is None else time.monotonic() + timeout
-        k = self._k
-        while True:
-            left = 0.05 if end is None else min(0.05, end - time.monotonic())
-            if left > 0 and lib.sk_kr_wait(k, slot, self._spin_ns, int(left * 1e9)) == 0:
-                return self._collect(slot, sync=True)
-            with self._cv:
-                if self._closed:
-                    self._sync.pop(slot, None)
-                    raise RingClosed("the KernelRing was closed before this request finished")
-                if end is not None and time.monotonic() >= end and \
-                        lib.sk_kr_wait(k, slot, 0, 0) != 0:
-                    # hand the slot to the drainer: it frees it when the request ends
-                    del self._sync[slot]
-                    fut = Future()
-                    fut.set_running_or_notify_cancel()
-                    self._futures[slot] = fut
-                    raise TimeoutError(f"the kernel handler did not finish within {timeout} s")
+        k = self._enter()
+        try:
+            while True:
+                left = 0.05 if end is None else min(0.05, end - time.monotonic())
+                if left > 0 and lib.sk_kr_wait(k, slot, self._spin_ns, int(left * 1e9)) == 0:
+                    return self._collect(slot, sync=True)
+                self._check_wait(slot, end, timeout)
+        finally:
+            self._leave()
+
+    def _check_wait(self, slot: int, end: float | None, timeout: float | None) -> None:
+        """Between two slices of run()'s wait: closed? timed out?"""
+        with self._cv:
+            if self._closed:
+                self._sync.pop(slot, None)
+                raise RingClosed("the KernelRing was closed before this request finished")
+            if end is not None and time.monotonic() >= end and \
+                    lib.sk_kr_wait(self._k, slot, 0, 0) != 0:
+                # hand the slot to the drainer: it frees it when the request ends
+                del self._sync[slot]
+                fut = Future()
+                fut.set_running_or_notify_cancel()
+                self._futures[slot] = fut
+                raise TimeoutError(f"the kernel handler did not finish within {timeout} s")
+
+    def _enter(self):
+        """Native calls on the ring happen between _enter and _leave, so that close() frees
+        nothing under a thread still using it."""
+        with self._cv:
+            if self._closed:
+                raise RingClosed("this KernelRing is closed")
+            self._users += 1
+            return self._k
+
+    def _leave(self) -> None:
+        with self._cv:
+            self._users -= 1
+            if not self._users:
+                self._cv.notify_all()
 
     def map(self, requests, *, window: int | None = None,
             timeout: float | None = None) -> list[HandlerResult]:
@@ -332,19 +355,28 @@ class KernelRing:
         args = ffi.new("uint64_t[]", cargs) if cargs else ffi.NULL
         data = ffi.from_buffer(view)
         delay = 0.0001
-        while True:
-            rc = lib.sk_kr_start(self._k, slot, args, len(cargs), data, len(view))
-            if rc >= 0:
-                return fut
-            # the SQ is shared with the handlers: when it is full, the SQPOLL thread empties it
-            if rc != -errno.EBUSY or self._closed:
-                with self._cv:
-                    self._futures.pop(slot, None)
-                    self._free.append(slot)
-                    self._cv.notify()
-                raise OSError(-rc, f"KernelRing: starting a request failed: {os.strerror(-rc)}")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.01)
+        try:
+            k = self._enter()
+        except RingClosed:
+            with self._cv:
+                self._futures.pop(slot, None)
+            raise
+        try:
+            while True:
+                rc = lib.sk_kr_start(k, slot, args, len(cargs), data, len(view))
+                if rc >= 0:
+                    return fut
+                # the SQ is shared with the handlers: the SQPOLL thread empties it
+                if rc != -errno.EBUSY or self._closed:
+                    with self._cv:
+                        self._futures.pop(slot, None)
+                        self._free.append(slot)
+                        self._cv.notify()
+                    raise OSError(-rc, f"KernelRing: starting a request failed: {os.strerror(-rc)}")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.01)
+        finally:
+            self._leave()
 
     # ---- completion -------------------------------------------------------------------
 
@@ -438,6 +470,9 @@ class KernelRing:
                 raise RuntimeError("KernelRing: the drainer did not stop (the SQPOLL thread "
                                    "consumed nothing for 5 s)")
         self._fail_all(RingClosed("the KernelRing was closed before this request finished"))
+        with self._cv:                    # run() callers leave their wait within 50 ms
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: not self._users, 5)
         if self._bpf is not None:
             self._bpf.cleanup()           # detach first: no handler runs on a freed ring
             self._bpf = None
