@@ -75,11 +75,10 @@ def get(srv, path, method="GET"):
     return r, body
 
 
-def test_get_serves_files_byte_for_byte(www, tmp_path_factory):
+def test_get_serves_files_byte_for_byte(www):
     r, body = get(www, "/")
     assert (r.status, body) == (200, b"<h1>sakura</h1>\n")
     r, body = get(www, "/big.bin")
-    root = www.kr  # noqa: F841
     assert r.status == 200 and int(r.getheader("Content-Length")) == 300_001 == len(body)
     r, body = get(www, "/sub/")
     assert body == b"sub index"

@@ -5,7 +5,6 @@ the handler, and the dispatch program — each introduced by a #line directive, 
 compiler or verifier message points at the handler's own file and line."""
 from __future__ import annotations
 
-import errno
 import os
 import re
 import tempfile

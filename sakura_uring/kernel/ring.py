@@ -204,7 +204,7 @@ class KernelRing:
             while True:
                 left = 0.05 if end is None else min(0.05, end - time.monotonic())
                 if left > 0 and lib.sk_kr_wait(k, slot, self._spin_ns, int(left * 1e9)) == 0:
-                    return self._collect(slot, sync=True)
+                    return self._collect(slot)
                 self._check_wait(slot, end, timeout)
         finally:
             self._leave()
@@ -403,9 +403,10 @@ class KernelRing:
                 if fut is not None:
                     fut.set_result(res)
 
-    def _collect(self, slot: int, sync: bool = False, locked: bool = False) -> HandlerResult:
-        """The finished request's result and bytes; its slot goes back to the pool (for a
-        run() slot, once the drainer has passed it too)."""
+    def _collect(self, slot: int, locked: bool = False) -> HandlerResult:
+        """The finished request's result and bytes; its slot goes back to the pool. The
+        drainer calls it `locked` (under _cv); a run() caller calls it unlocked, and its
+        slot is freed once the drainer has passed it too."""
         r = lib.sk_kr_req(self._k, slot)
         res = HandlerResult(r.result, ffi.buffer(lib.sk_kr_buf(self._k, slot) + r.out_off,
                                                  r.out_len)[:])
