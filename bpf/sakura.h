@@ -122,7 +122,13 @@ struct sk_event {
     u64 batch_r;              /* sk_link(): the reserved group, */
     u32 batch_n;              /*   its size, */
     u32 batch_i;              /*   and how many of it are written */
+    u32 sqe_flags;            /* IOSQE_* flags for the pushes of this event, e.g. SK_ASYNC */
 };
+
+/* e->sqe_flags = SK_ASYNC: the next pushes go straight to an io-wq worker (IOSQE_ASYNC),
+ * for calls that would block the SQPOLL thread. Their completions then run the handler
+ * in the worker, and its pushes may find the SQPOLL thread asleep: the drainer wakes it. */
+#define SK_ASYNC 0x10
 
 #define SK_START 0            /* the step of the event that starts a request */
 /* the result of a request its handler left with nothing in flight and unfinished */
@@ -231,7 +237,7 @@ static __always_inline int sk__push(struct sk_event *e, u32 step, u8 op, s32 fd,
     if (!s)
         return -EFAULT;
     s->opcode = op;
-    s->flags = last ? 0 : 4;          /* IOSQE_IO_LINK */
+    s->flags = (last ? 0 : 4) | e->sqe_flags;      /* 4: IOSQE_IO_LINK */
     s->ioprio = 0;
     s->fd = fd;
     s->off = off;

@@ -5,6 +5,7 @@ import errno
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -336,7 +337,6 @@ def test_close_while_another_thread_waits_in_run():
             errors.append(exc)
     t = threading.Thread(target=waiter)
     t.start()
-    import time
     time.sleep(0.2)
     kr.close()                                   # must not free memory the waiter reads
     t.join(5)
@@ -344,3 +344,18 @@ def test_close_while_another_thread_waits_in_run():
     assert len(errors) == 1 and isinstance(errors[0], su.RingClosed)
     a.close()
     b.close()
+
+
+def test_pushes_from_io_wq_workers_wake_a_sleeping_sqpoll_thread(tmp_path):
+    """The handler runs in an io-wq worker and pushes 50 ms after the SQPOLL thread (idle
+    time 1 ms) went to sleep: nothing but the drainer's watchdog can wake it."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with KernelRing(th("fifo_open"), sq_idle_ms=1) as kr:
+        for _ in range(3):
+            fut = kr.call(data=str(fifo).encode() + b"\0")
+            time.sleep(0.05)                    # the worker waits in open(); SQPOLL sleeps
+            before = kr.stats()["wakeups"]
+            os.close(os.open(fifo, os.O_WRONLY))  # the open completes in the worker
+            assert fut.result(10).result == 0     # ... and the close it pushed ran
+            assert kr.stats()["wakeups"] > before
