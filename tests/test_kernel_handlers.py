@@ -351,11 +351,14 @@ def test_pushes_from_io_wq_workers_wake_a_sleeping_sqpoll_thread(tmp_path):
     time 1 ms) went to sleep: nothing but the drainer's watchdog can wake it."""
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
+    woken = 0
     with KernelRing(th("fifo_open"), sq_idle_ms=1) as kr:
-        for _ in range(3):
+        for _ in range(5):
             fut = kr.call(data=str(fifo).encode() + b"\0")
             time.sleep(0.05)                    # the worker waits in open(); SQPOLL sleeps
             before = kr.stats()["wakeups"]
             os.close(os.open(fifo, os.O_WRONLY))  # the open completes in the worker
             assert fut.result(10).result == 0     # ... and the close it pushed ran
-            assert kr.stats()["wakeups"] > before
+            woken += kr.stats()["wakeups"] - before
+    # (now and then the thread is up for other reasons; never in all five rounds)
+    assert woken >= 1

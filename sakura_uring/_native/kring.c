@@ -33,6 +33,7 @@ struct sk_kring {
     uint64_t outstanding;             /* requests started and not yet reported */
     uint8_t *waiting;                 /* per slot: a caller sleeps in sk_kr_wait */
     int stopped;                      /* the STOP request was consumed */
+    long long last_wake;              /* when the SQPOLL thread was last woken (ns) */
     struct sk_kring_stats stats;
 };
 
@@ -191,12 +192,19 @@ static void skk_advance(struct sk_kring *k)
     }
 }
 
+/* The flag stays set for the few microseconds the thread takes to wake up: one wakeup per
+ * SKK_WAKE_GAP_NS is enough, more would only be system calls. */
+#define SKK_WAKE_GAP_NS 50000LL
 static void skk_wake_if_asleep(struct sk_kring *k)
 {
-    if (__atomic_load_n(k->sq_flags, __ATOMIC_ACQUIRE) & IORING_SQ_NEED_WAKEUP) {
-        skk_enter(k->fd, 0, 0, IORING_ENTER_SQ_WAKEUP, -1);
-        __atomic_fetch_add(&k->stats.wakeups, 1, __ATOMIC_RELAXED);
-    }
+    if (!(__atomic_load_n(k->sq_flags, __ATOMIC_ACQUIRE) & IORING_SQ_NEED_WAKEUP))
+        return;
+    long long now = skk_now(), last = __atomic_load_n(&k->last_wake, __ATOMIC_RELAXED);
+    if (now - last < SKK_WAKE_GAP_NS ||
+        !__atomic_compare_exchange_n(&k->last_wake, &last, now, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        return;
+    skk_enter(k->fd, 0, 0, IORING_ENTER_SQ_WAKEUP, -1);
+    __atomic_fetch_add(&k->stats.wakeups, 1, __ATOMIC_RELAXED);
 }
 
 /* Push one SQE through the shared protocol. -EBUSY when the SQ is full. */
