@@ -216,8 +216,10 @@ static __always_inline int sk_link(struct sk_event *e, u32 n)
     return 0;
 }
 
-/* One SQE for this request: the next slot of an sk_link() group, or a fresh slot. */
-static __always_inline int sk__push(struct sk_event *e, u32 step, u8 op, s32 fd, u64 off,
+/* Push one SQE for this request, any opcode (the emitters below are this with the
+ * arguments in place): the next slot of an sk_link() group, or a fresh slot. `step` comes
+ * back as e->step at its completion. 0, -EBUSY (ring full) or -EAGAIN (contention). */
+static __always_inline int sk_push(struct sk_event *e, u32 step, u8 op, s32 fd, u64 off,
                                     u64 addr, u32 len, u32 op_flags)
 {
     struct sk_ctl *c = e->c;
@@ -317,7 +319,7 @@ static __always_inline int sk_putc(struct sk_buf *b, u64 off, u8 v)
 
 static __always_inline int sk_nop(struct sk_event *e, u32 step)
 {
-    return sk__push(e, step, SK_OP_NOP, -1, 0, 0, 0, 0);
+    return sk_push(e, step, SK_OP_NOP, -1, 0, 0, 0, 0);
 }
 
 /* openat(dirfd, path at buffer offset path_off (NUL-terminated), flags, mode) */
@@ -326,7 +328,7 @@ static __always_inline int sk_openat(struct sk_event *e, u32 step, int dirfd, u3
 {
     if (path_off >= SK_BUF_SIZE)
         return -EINVAL;
-    return sk__push(e, step, SK_OP_OPENAT, dirfd, 0, sk_buf_uaddr(e, path_off), mode, flags);
+    return sk_push(e, step, SK_OP_OPENAT, dirfd, 0, sk_buf_uaddr(e, path_off), mode, flags);
 }
 
 /* openat2(dirfd, path at path_off, struct open_how at how_off): resolve = RESOLVE_BENEATH
@@ -339,7 +341,7 @@ static __always_inline int sk_openat2(struct sk_event *e, u32 step, int dirfd, u
 {
     if (path_off >= SK_BUF_SIZE || !SK_RANGE_OK(how_off, sizeof(struct sk_open_how)))
         return -EINVAL;
-    return sk__push(e, step, SK_OP_OPENAT2, dirfd, sk_buf_uaddr(e, how_off),
+    return sk_push(e, step, SK_OP_OPENAT2, dirfd, sk_buf_uaddr(e, how_off),
                     sk_buf_uaddr(e, path_off), sizeof(struct sk_open_how), 0);
 }
 
@@ -349,7 +351,7 @@ static __always_inline int sk_read(struct sk_event *e, u32 step, int fd, u32 buf
 {
     if (!SK_RANGE_OK(buf_off, len))
         return -EINVAL;
-    return sk__push(e, step, SK_OP_READ, fd, file_off, sk_buf_uaddr(e, buf_off), len, 0);
+    return sk_push(e, step, SK_OP_READ, fd, file_off, sk_buf_uaddr(e, buf_off), len, 0);
 }
 
 static __always_inline int sk_write(struct sk_event *e, u32 step, int fd, u32 buf_off,
@@ -357,7 +359,7 @@ static __always_inline int sk_write(struct sk_event *e, u32 step, int fd, u32 bu
 {
     if (!SK_RANGE_OK(buf_off, len))
         return -EINVAL;
-    return sk__push(e, step, SK_OP_WRITE, fd, file_off, sk_buf_uaddr(e, buf_off), len, 0);
+    return sk_push(e, step, SK_OP_WRITE, fd, file_off, sk_buf_uaddr(e, buf_off), len, 0);
 }
 
 static __always_inline int sk_recv(struct sk_event *e, u32 step, int fd, u32 buf_off,
@@ -365,7 +367,7 @@ static __always_inline int sk_recv(struct sk_event *e, u32 step, int fd, u32 buf
 {
     if (!SK_RANGE_OK(buf_off, len))
         return -EINVAL;
-    return sk__push(e, step, SK_OP_RECV, fd, 0, sk_buf_uaddr(e, buf_off), len, msg_flags);
+    return sk_push(e, step, SK_OP_RECV, fd, 0, sk_buf_uaddr(e, buf_off), len, msg_flags);
 }
 
 static __always_inline int sk_send(struct sk_event *e, u32 step, int fd, u32 buf_off,
@@ -373,23 +375,23 @@ static __always_inline int sk_send(struct sk_event *e, u32 step, int fd, u32 buf
 {
     if (!SK_RANGE_OK(buf_off, len))
         return -EINVAL;
-    return sk__push(e, step, SK_OP_SEND, fd, 0, sk_buf_uaddr(e, buf_off), len, msg_flags);
+    return sk_push(e, step, SK_OP_SEND, fd, 0, sk_buf_uaddr(e, buf_off), len, msg_flags);
 }
 
 static __always_inline int sk_accept(struct sk_event *e, u32 step, int fd, u32 flags)
 {
-    return sk__push(e, step, SK_OP_ACCEPT, fd, 0, 0, 0, flags);
+    return sk_push(e, step, SK_OP_ACCEPT, fd, 0, 0, 0, flags);
 }
 
 /* shutdown(fd, how): 0 SHUT_RD, 1 SHUT_WR, 2 SHUT_RDWR */
 static __always_inline int sk_shutdown(struct sk_event *e, u32 step, int fd, u32 how)
 {
-    return sk__push(e, step, SK_OP_SHUTDOWN, fd, 0, 0, how, 0);
+    return sk_push(e, step, SK_OP_SHUTDOWN, fd, 0, 0, how, 0);
 }
 
 static __always_inline int sk_close(struct sk_event *e, u32 step, int fd)
 {
-    return sk__push(e, step, SK_OP_CLOSE, fd, 0, 0, 0, 0);
+    return sk_push(e, step, SK_OP_CLOSE, fd, 0, 0, 0, 0);
 }
 
 /* statx(dirfd, path at path_off, flags, mask) into the buffer at stx_off (256 bytes) */
@@ -398,7 +400,7 @@ static __always_inline int sk_statx(struct sk_event *e, u32 step, int dirfd, u32
 {
     if (path_off >= SK_BUF_SIZE || !SK_RANGE_OK(stx_off, 256))
         return -EINVAL;
-    return sk__push(e, step, SK_OP_STATX, dirfd, sk_buf_uaddr(e, stx_off),
+    return sk_push(e, step, SK_OP_STATX, dirfd, sk_buf_uaddr(e, stx_off),
                     sk_buf_uaddr(e, path_off), mask, flags);
 }
 
