@@ -30,8 +30,10 @@ struct sk_kring {
     struct io_uring_cqe *cqes;
     uint64_t *reserve, *seq;
     struct sk_ctl_head *ctl;
-    uint64_t outstanding;             /* requests started and not yet reported */
+    uint64_t outstanding;             /* requests started and not yet collected */
+    uint64_t async_outstanding;       /* of them, those the drainer reports */
     uint8_t *waiting;                 /* per slot: a caller sleeps in sk_kr_wait */
+    uint8_t *sync;                    /* per slot: its caller collects it (sk_kr_wait) */
     int stopped;                      /* the STOP request was consumed */
     long long last_wake;              /* when the SQPOLL thread was last woken (ns) */
     struct sk_kring_stats stats;
@@ -88,6 +90,7 @@ void sk_kr_free(struct sk_kring *k)
     if (k->reqs_mem) munmap(k->reqs_mem, k->reqs_len);
     if (k->bufs) munmap(k->bufs, k->bufs_len);
     free(k->waiting);
+    free(k->sync);
     free(k);
 }
 
@@ -104,7 +107,10 @@ struct sk_kring *sk_kr_new(const struct sk_kring_params *p, int *err, int *stage
     k->p = *p;
     k->fd = -1;
     k->waiting = calloc(p->reqs, 1);
-    if (!k->waiting) {
+    k->sync = calloc(p->reqs, 1);
+    if (!k->waiting || !k->sync) {
+        free(k->waiting);
+        free(k->sync);
         free(k);
         *err = -ENOMEM;
         *stage = 0;
@@ -250,7 +256,7 @@ int sk_kr_boot(struct sk_kring *k, uint64_t boot_ud, long long timeout_ns)
 /* Start request slot `req`: input written, generation bumped, then a NOP whose completion
  * is the handler's SK_START event. Returns the generation, or -EBUSY (SQ full). */
 long long sk_kr_start(struct sk_kring *k, unsigned req, const uint64_t *args, unsigned nargs,
-                      const uint8_t *data, unsigned len)
+                      const uint8_t *data, unsigned len, int sync)
 {
     struct sk_req *r = sk_kr_req(k, req);
     uint64_t gen = (r->gen + 1) & 0x7fffffff;
@@ -264,46 +270,93 @@ long long sk_kr_start(struct sk_kring *k, unsigned req, const uint64_t *args, un
     r->in_len = len;
     r->inflight = 1;                  /* the start NOP */
     r->gen = gen;
+    __atomic_store_n(&k->sync[req], sync ? 1 : 0, __ATOMIC_RELAXED);
     __atomic_store_n(&r->state, SK_REQ_RUNNING_, __ATOMIC_RELEASE);
     __atomic_fetch_add(&k->outstanding, 1, __ATOMIC_RELAXED);
+    if (!sync)
+        __atomic_fetch_add(&k->async_outstanding, 1, __ATOMIC_RELAXED);
     int rc = skk_push(k, IORING_OP_NOP, (uint64_t)req | ((uint64_t)gen << 32));
     if (rc) {
         __atomic_store_n(&r->state, 0, __ATOMIC_RELEASE);
         __atomic_fetch_sub(&k->outstanding, 1, __ATOMIC_RELAXED);
+        if (!sync)
+            __atomic_fetch_sub(&k->async_outstanding, 1, __ATOMIC_RELAXED);
         return rc;
     }
     __atomic_fetch_add(&k->stats.started, 1, __ATOMIC_RELAXED);
     return (long long)gen;
 }
 
-/* Wait until request slot `req` has finished: the handler called sk_finish and nothing
- * it pushed is still in flight (seen in shared memory, before the drainer gets to the
- * CQE: the caller needs no other thread), or the drainer reported it. Spins spin_ns, then
- * sleeps on a futex on the state word, which the drainer wakes. 0 when finished,
- * -ETIMEDOUT after timeout_ns. */
+/* Wait until run()'s request in slot `req` has finished: the handler called sk_finish and
+ * nothing it pushed is in flight, as shared memory shows before any CQE is read, so no
+ * other thread has to hand the result over. Spins spin_ns, then sleeps on a futex on the
+ * state word (the drainer wakes it when it reads the final CQE), in slices of at most
+ * 1 ms in which this caller also does the watchdog's work. 0 when finished, -ETIMEDOUT
+ * after timeout_ns. */
 static int skk_finished(struct sk_req *r, uint32_t *st)
 {
     *st = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
-    return *st == SK_REQ_REPORTED_ ||
-           (*st == SK_REQ_DONE_ && __atomic_load_n(&r->inflight, __ATOMIC_ACQUIRE) == 0);
+    return *st == SK_REQ_DONE_ && __atomic_load_n(&r->inflight, __ATOMIC_ACQUIRE) == 0;
+}
+
+static void skk_watchdog(struct sk_kring *k)
+{
+    if (__atomic_load_n(k->sq_tail, __ATOMIC_ACQUIRE) != __atomic_load_n(k->reserve, __ATOMIC_ACQUIRE))
+        skk_advance(k);
+    if (__atomic_load_n(k->sq_tail, __ATOMIC_ACQUIRE) != __atomic_load_n(k->sq_head, __ATOMIC_ACQUIRE))
+        skk_wake_if_asleep(k);
 }
 
 int sk_kr_wait(struct sk_kring *k, unsigned req, long long spin_ns, long long timeout_ns)
 {
     struct sk_req *r = sk_kr_req(k, req);
     long long now = skk_now(), spin_end = now + spin_ns, end = now + timeout_ns;
+    long long next_watch = now + 1000000LL;
     uint32_t st;
     while (!skk_finished(r, &st)) {
         now = skk_now();
         if (now >= end)
             return -ETIMEDOUT;
+        if (now >= next_watch) {
+            skk_watchdog(k);
+            next_watch = now + 1000000LL;
+        }
         if (now < spin_end)
             continue;
+        long long nap = end - now < 1000000LL ? end - now : 1000000LL;
         __atomic_store_n(&k->waiting[req], 1, __ATOMIC_SEQ_CST);
-        struct timespec ts = { (end - now) / 1000000000LL, (end - now) % 1000000000LL };
-        if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) == st)
+        struct timespec ts = { 0, nap };
+        if (!skk_finished(r, &st))
             syscall(__NR_futex, &r->state, FUTEX_WAIT, st, &ts, NULL, 0);
         __atomic_store_n(&k->waiting[req], 0, __ATOMIC_RELEASE);
+    }
+    return 0;
+}
+
+/* run() collected slot `req` (after sk_kr_wait): it is free again. */
+void sk_kr_release(struct sk_kring *k, unsigned req)
+{
+    __atomic_store_n(&sk_kr_req(k, req)->state, 0, __ATOMIC_RELEASE);
+    __atomic_fetch_sub(&k->outstanding, 1, __ATOMIC_RELAXED);
+}
+
+/* A run() gave up waiting: the drainer reports the request from now on. 1 when it has
+ * already finished (the caller collects it after all), 0 when the drainer will. */
+int sk_kr_abandon(struct sk_kring *k, unsigned req)
+{
+    struct sk_req *r = sk_kr_req(k, req);
+    __atomic_fetch_add(&k->async_outstanding, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&k->sync[req], 0, __ATOMIC_SEQ_CST);
+    uint32_t st;
+    if (!skk_finished(r, &st))
+        return 0;
+    /* finished: the drainer may have skipped its final CQE while the slot was still ours,
+     * or may be reporting it right now; the CAS decides who owns it */
+    uint32_t done = SK_REQ_DONE_;
+    if (__atomic_compare_exchange_n(&r->state, &done, SK_REQ_REPORTED_, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        __atomic_fetch_sub(&k->async_outstanding, 1, __ATOMIC_RELAXED);
+        return 1;
     }
     return 0;
 }
@@ -344,14 +397,22 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
             struct sk_req *r = sk_kr_req(k, req);
             if ((r->gen & 0x7fffffff) != ((ud >> 32) & 0x7fffffff))
                 continue;
-            if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) == SK_REQ_DONE_ &&
-                __atomic_load_n(&r->inflight, __ATOMIC_ACQUIRE) == 0) {
-                __atomic_store_n(&r->state, SK_REQ_REPORTED_, __ATOMIC_RELEASE);
+            if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) != SK_REQ_DONE_ ||
+                __atomic_load_n(&r->inflight, __ATOMIC_ACQUIRE) != 0)
+                continue;
+            if (__atomic_load_n(&k->sync[req], __ATOMIC_ACQUIRE)) {
+                /* its caller collects it; wake the caller if it sleeps */
                 if (__atomic_load_n(&k->waiting[req], __ATOMIC_ACQUIRE))
                     syscall(__NR_futex, &r->state, FUTEX_WAKE, 1, NULL, NULL, 0);
-                out[n++] = req;
-                __atomic_fetch_sub(&k->outstanding, 1, __ATOMIC_RELAXED);
+                continue;
             }
+            uint32_t done = SK_REQ_DONE_;      /* a timed-out run() may race us for it */
+            if (!__atomic_compare_exchange_n(&r->state, &done, SK_REQ_REPORTED_, 0,
+                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                continue;
+            out[n++] = req;
+            __atomic_fetch_sub(&k->outstanding, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_sub(&k->async_outstanding, 1, __ATOMIC_RELAXED);
         }
         __atomic_store_n(k->cq_head, head, __ATOMIC_RELEASE);
         if (n) {
@@ -364,19 +425,20 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
             spin_end = -1;            /* progress: spin afresh before sleeping */
         if (head != tail)
             continue;
-        /* watchdog */
-        if (*k->sq_tail != *k->reserve)
-            skk_advance(k);
-        if (__atomic_load_n(k->sq_tail, __ATOMIC_ACQUIRE) != __atomic_load_n(k->sq_head, __ATOMIC_ACQUIRE))
-            skk_wake_if_asleep(k);
+        skk_watchdog(k);
         if (__atomic_load_n(k->sq_flags, __ATOMIC_ACQUIRE) & IORING_SQ_CQ_OVERFLOW) {
             skk_enter(k->fd, 0, 0, IORING_ENTER_GETEVENTS, -1);
             k->stats.overflow_flushes++;
             continue;
         }
         long long now = skk_now();
+        /* Requests the drainer reports, or none: spin, then sleep until the next CQE. Only
+         * run() callers' requests (they see the end in shared memory): sleep until half the
+         * CQ has filled or 1 ms passed, so that their CQEs neither wake this thread nor take
+         * its CPU (an async request started meanwhile waits that 1 ms at most). */
+        int lazy = sk_kr_outstanding(k) && !__atomic_load_n(&k->async_outstanding, __ATOMIC_ACQUIRE);
         if (spin_end < 0)
-            spin_end = now + spin_ns;
+            spin_end = now + (lazy ? 0 : spin_ns);
         if (now < spin_end)
             continue;
         /* 1 ms slices while requests are out, so the watchdog above runs */
@@ -386,7 +448,7 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
         if (slice <= 0)
             return 0;
         k->stats.waits++;
-        int rc = skk_enter(k->fd, 0, 1, IORING_ENTER_GETEVENTS, slice);
+        int rc = skk_enter(k->fd, 0, lazy ? k->p.cq_entries / 2 : 1, IORING_ENTER_GETEVENTS, slice);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
             return rc;
         spin_end = -1;

@@ -45,9 +45,11 @@ void sk_kr_stats(struct sk_kring *k, struct sk_kring_stats *out);
 uint64_t sk_kr_outstanding(struct sk_kring *k);
 int sk_kr_boot(struct sk_kring *k, uint64_t boot_ud, long long timeout_ns);
 long long sk_kr_start(struct sk_kring *k, unsigned req, const uint64_t *args, unsigned nargs,
-                      const uint8_t *data, unsigned len);
+                      const uint8_t *data, unsigned len, int sync);
 int sk_kr_stop(struct sk_kring *k);
 int sk_kr_wait(struct sk_kring *k, unsigned req, long long spin_ns, long long timeout_ns);
+void sk_kr_release(struct sk_kring *k, unsigned req);
+int sk_kr_abandon(struct sk_kring *k, unsigned req);
 int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_ns,
                 long long spin_ns);
 int sk_kr_probe(int *stage);

@@ -140,9 +140,6 @@ class KernelRing:
         self._cv = threading.Condition(threading.Lock())
         self._free = list(range(requests - 1, -1, -1))
         self._futures: dict[int, Future] = {}
-        # slots whose run() caller collects the result itself -> how many of (caller,
-        # drainer) are done with it; the second one frees it
-        self._sync: dict[int, int] = {}
         self._users = 0                   # threads inside a native call on the ring
         self._drainer = threading.Thread(target=self._drain, name=f"sakura-drain-{self.fd}",
                                          daemon=True)
@@ -186,43 +183,39 @@ class KernelRing:
         return self._start(slot, cargs, view)
 
     def run(self, *args: int, data: bytes = b"", timeout: float | None = None) -> HandlerResult:
-        """call() and wait for the result. The caller waits on the request's state word
-        itself (spinning spin_us, then a futex), so no thread hands the result over."""
+        """call() and wait for the result. The caller sees the request end in shared
+        memory (spinning spin_us, then a futex) and collects it itself: no other thread
+        hands the result over."""
         cargs, view = self._check_request(args, data)
         slot = self._take_slot(timeout)
-        with self._cv:
-            self._sync[slot] = 0
-        try:
-            self._start(slot, cargs, view, future=False)
-        except BaseException:
-            with self._cv:
-                self._sync.pop(slot, None)
-            raise
+        self._start(slot, cargs, view, future=False)
         end = None if timeout is None else time.monotonic() + timeout
         k = self._enter()
         try:
             while True:
                 left = 0.05 if end is None else min(0.05, end - time.monotonic())
                 if left > 0 and lib.sk_kr_wait(k, slot, self._spin_ns, int(left * 1e9)) == 0:
-                    return self._collect(slot)
-                self._check_wait(slot, end, timeout)
+                    break
+                if self._closed:
+                    raise RingClosed("the KernelRing was closed before this request finished")
+                if end is not None and time.monotonic() >= end:
+                    fut = Future()          # from now on the drainer reports it
+                    fut.set_running_or_notify_cancel()
+                    with self._cv:
+                        self._futures[slot] = fut
+                    if not lib.sk_kr_abandon(k, slot):
+                        raise TimeoutError(f"the kernel handler did not finish within {timeout} s")
+                    with self._cv:          # it finished just now, and it is ours
+                        self._futures.pop(slot, None)
+                    break
+            res = self._result(slot)
+            lib.sk_kr_release(k, slot)
+            with self._cv:
+                self._free.append(slot)
+                self._cv.notify()
+            return res
         finally:
             self._leave()
-
-    def _check_wait(self, slot: int, end: float | None, timeout: float | None) -> None:
-        """Between two slices of run()'s wait: closed? timed out?"""
-        with self._cv:
-            if self._closed:
-                self._sync.pop(slot, None)
-                raise RingClosed("the KernelRing was closed before this request finished")
-            if end is not None and time.monotonic() >= end and \
-                    lib.sk_kr_wait(self._k, slot, 0, 0) != 0:
-                # hand the slot to the drainer: it frees it when the request ends
-                del self._sync[slot]
-                fut = Future()
-                fut.set_running_or_notify_cancel()
-                self._futures[slot] = fut
-                raise TimeoutError(f"the kernel handler did not finish within {timeout} s")
 
     def _enter(self):
         """Native calls on the ring happen between _enter and _leave, so that close() frees
@@ -363,7 +356,7 @@ class KernelRing:
             raise
         try:
             while True:
-                rc = lib.sk_kr_start(k, slot, args, len(cargs), data, len(view))
+                rc = lib.sk_kr_start(k, slot, args, len(cargs), data, len(view), not future)
                 if rc >= 0:
                     return fut
                 # the SQ is shared with the handlers: the SQPOLL thread empties it
@@ -395,38 +388,20 @@ class KernelRing:
             with self._cv:
                 for i in range(n):
                     slot = out[i]
-                    if slot in self._sync:  # a run() caller collects it itself
-                        self._sync_done(slot)
-                        continue
-                    futs.append((self._futures.pop(slot, None), self._collect(slot, locked=True)))
+                    res = self._result(slot)
+                    lib.sk_kr_req(k, slot).state = FREE
+                    self._free.append(slot)
+                    futs.append((self._futures.pop(slot, None), res))
+                self._cv.notify(n)
             for fut, res in futs:
                 if fut is not None:
                     fut.set_result(res)
 
-    def _collect(self, slot: int, locked: bool = False) -> HandlerResult:
-        """The finished request's result and bytes; its slot goes back to the pool. The
-        drainer calls it `locked` (under _cv); a run() caller calls it unlocked, and its
-        slot is freed once the drainer has passed it too."""
+    def _result(self, slot: int) -> HandlerResult:
+        """A finished request's result and bytes, copied out of its slot."""
         r = lib.sk_kr_req(self._k, slot)
-        res = HandlerResult(r.result, ffi.buffer(lib.sk_kr_buf(self._k, slot) + r.out_off,
-                                                 r.out_len)[:])
-        if locked:
-            r.state = FREE
-            self._free.append(slot)
-            self._cv.notify()
-        else:
-            with self._cv:
-                self._sync_done(slot)
-        return res
-
-    def _sync_done(self, slot: int) -> None:
-        """Caller or drainer is done with a run() slot; the second frees it (under _cv)."""
-        self._sync[slot] += 1
-        if self._sync[slot] == 2:
-            del self._sync[slot]
-            lib.sk_kr_req(self._k, slot).state = FREE
-            self._free.append(slot)
-            self._cv.notify()
+        return HandlerResult(r.result, ffi.buffer(lib.sk_kr_buf(self._k, slot) + r.out_off,
+                                                  r.out_len)[:])
 
     def _fail_all(self, exc: Exception) -> None:
         with self._cv:
