@@ -362,3 +362,27 @@ def test_pushes_from_io_wq_workers_wake_a_sleeping_sqpoll_thread(tmp_path):
             woken += kr.stats()["wakeups"] - before
     # (now and then the thread is up for other reasons; never in all five rounds)
     assert woken >= 1
+
+
+def test_run_timeout_hands_the_request_to_the_drainer():
+    a, b = socket.socketpair()
+    with KernelRing(th("recv_wait"), buffers=4) as kr:
+        with pytest.raises(TimeoutError):
+            kr.run(a.fileno(), timeout=0.2)       # nothing to receive yet
+        assert kr.stats()["in_flight"] == 1
+        b.send(b"late")                           # now it ends, and the drainer reports it
+        deadline = time.monotonic() + 5
+        while kr.stats()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert kr.stats()["in_flight"] == 0
+        # all four slots are usable again
+        pairs = [socket.socketpair() for _ in range(4)]
+        futs = [kr.call(y.fileno()) for _, y in pairs]
+        for i, (x, _) in enumerate(pairs):
+            x.send(b"%d" % i)
+        assert [f.result(5).data for f in futs] == [b"0", b"1", b"2", b"3"]
+        for x, y in pairs:
+            x.close()
+            y.close()
+    a.close()
+    b.close()
