@@ -97,11 +97,15 @@ def program_parts(handler: str, source_name: str, layout: Layout,
             (str(DISPATCH), DISPATCH.read_text())]
 
 
+def _c_string(name: str) -> str:
+    return name.replace("\\", "/").replace('"', "'").replace("\n", " ")
+
+
 def program_text(parts: list[tuple[str, str]], line_directives: bool = True) -> str:
     out = []
     for name, text in parts:
         if line_directives and name != "<layout>":
-            out.append(f'#line 1 "{name}"\n')
+            out.append(f'#line 1 "{_c_string(name)}"\n')
         out.append(text if text.endswith("\n") else text + "\n")
     return "".join(out)
 
