@@ -192,6 +192,7 @@ def _attach(prog) -> None:
 def load(bcc, handler: str, source_name: str, layout: Layout, boot_ud: int):
     """Compile, load and attach; returns the bcc.BPF object. Nothing stays behind when
     any step fails."""
+    source_name = _c_string(source_name)
     parts = program_parts(handler, source_name, layout, boot_ud)
     text = program_text(parts)
     with _CapturedStderr() as err:
