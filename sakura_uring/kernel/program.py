@@ -170,11 +170,12 @@ TRACEPOINTS = ("io_uring_complete", "io_uring_cqe_overflow")
 
 def _compile(bcc, text: str, debug: int = 0):
     """bcc.BPF without its automatic load-and-attach, which on failure leaves the maps
-    it created open until exit; returns the compiled module, maps created."""
+    it created open until exit; returns the compiled module, maps created. A handler may
+    #include files from bpf/handlers/."""
     class Program(bcc.BPF):
         def _trace_autoload(self):
             pass
-    return Program(text=text.encode(), debug=debug)
+    return Program(text=text.encode(), debug=debug, cflags=[f"-I{BPF_DIR / 'handlers'}"])
 
 
 def _attach(prog) -> None:
