@@ -16,28 +16,28 @@ from .chains import main as chains_main
 from .steps import main as steps_main
 
 
+# name -> (help, entry point, the size option, its default and help, what --quick does)
+BENCHES = {
+    "chains": ("open/read/close in every execution model", chains_main,
+               "-n", 20000, "chains per model and round", "n=3000, 2 rounds (the demo)"),
+    "steps": ("cost per step: FlexSC model, link engine, kernel handlers", steps_main,
+              "--steps", 20000, "steps per cell and round", "6,000 steps, 2 rounds"),
+}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sakura_uring.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
-    c = sub.add_parser("chains", help="open/read/close in every execution model")
-    c.add_argument("-n", type=int, default=20000, help="chains per model and round")
-    c.add_argument("--rounds", type=int, default=3)
-    c.add_argument("--quick", action="store_true", help="n=3000, 2 rounds (the demo)")
-    c.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    c.add_argument("--json", action="store_true", help="print one JSON object")
-    s = sub.add_parser("steps", help="cost per step: FlexSC model, link engine, kernel handlers")
-    s.add_argument("--steps", type=int, default=20000, help="steps per cell and round")
-    s.add_argument("--rounds", type=int, default=3)
-    s.add_argument("--quick", action="store_true", help="fewer steps, 2 rounds")
-    s.add_argument("--markdown", action="store_true", help="print Markdown tables")
-    s.add_argument("--json", action="store_true", help="print one JSON object")
+    for name, (help_, _, size, default, size_help, quick) in BENCHES.items():
+        p = sub.add_parser(name, help=help_)
+        p.add_argument(size, type=int, default=default, help=size_help)
+        p.add_argument("--rounds", type=int, default=3)
+        p.add_argument("--quick", action="store_true", help=quick)
+        p.add_argument("--markdown", action="store_true", help="print Markdown tables")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
-    if args.what == "chains":
-        return chains_main(args)
-    if args.what == "steps":
-        return steps_main(args)
-    return 2
+    return BENCHES[args.what][1](args)
 
 
 if __name__ == "__main__":
