@@ -48,6 +48,21 @@ OPS: tuple[Op, ...] = (
     Op("listen",     57, "6.11", "sock, backlog",                      "result", "number"),
 )
 
+# Every IORING_OP_* the kernel numbers, in order (include/uapi/linux/io_uring.h up to 6.18),
+# to name what a trace sees, whoever submitted it.
+KERNEL_OP_NAMES: tuple[str, ...] = (
+    "nop", "readv", "writev", "fsync", "read_fixed", "write_fixed", "poll_add", "poll_remove",
+    "sync_file_range", "sendmsg", "recvmsg", "timeout", "timeout_remove", "accept",
+    "async_cancel", "link_timeout", "connect", "fallocate", "openat", "close",
+    "files_update", "statx", "read", "write", "fadvise", "madvise", "send", "recv",
+    "openat2", "epoll_ctl", "splice", "provide_buffers", "remove_buffers", "tee", "shutdown",
+    "renameat", "unlinkat", "mkdirat", "symlinkat", "linkat", "msg_ring", "fsetxattr",
+    "setxattr", "fgetxattr", "getxattr", "socket", "uring_cmd", "send_zc", "sendmsg_zc",
+    "read_multishot", "waitid", "futex_wait", "futex_wake", "futex_waitv",
+    "fixed_fd_install", "ftruncate", "bind", "listen", "recv_zc", "epoll_wait",
+    "readv_fixed", "writev_fixed", "pipe",
+)
+
 BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
 BY_OPCODE: dict[int, Op] = {op.opcode: op for op in OPS}
 

@@ -37,3 +37,11 @@ def test_table_is_consistent_with_native_helpers():
 def test_release_tuple():
     assert ops.release_tuple("6.18.44-fc-v669") == (6, 18, 44)
     assert ops.release_tuple("5.10.0-rc1+") == (5, 10, 0)
+
+
+def test_table_names_agree_with_the_kernel_op_names():
+    # the tracer names opcodes from KERNEL_OP_NAMES; the op table must say the same
+    alias = {"install_fd": "fixed_fd_install"}
+    for op in ops.OPS:
+        assert ops.KERNEL_OP_NAMES[op.opcode] == alias.get(op.name, op.name)
+    assert su.probe().last_op <= len(ops.KERNEL_OP_NAMES)

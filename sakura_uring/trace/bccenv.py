@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
 from pathlib import Path
 
 from ..errors import SakuraError
@@ -19,6 +20,15 @@ class TracingUnavailable(SakuraError):
 def _default_headers() -> str | None:
     root = Path(__file__).resolve().parents[2] / ".cache" / "kernel-headers"
     return str(root) if (root / ".done").exists() else None
+
+
+def _mount_tracing() -> None:
+    """Mount tracefs and debugfs where they are missing (bcc reads both)."""
+    for fstype, where, probe in (("tracefs", "/sys/kernel/tracing", "events"),
+                                 ("debugfs", "/sys/kernel/debug", "tracing")):
+        if os.path.exists(os.path.join(where, probe)) or not os.path.isdir(where):
+            continue
+        subprocess.run(["mount", "-t", fstype, fstype, where], capture_output=True)
 
 
 def load_bcc():
@@ -34,9 +44,11 @@ def load_bcc():
                 "BCC_KERNEL_SOURCE to such a tree")
         if hdrs:
             os.environ["BCC_KERNEL_SOURCE"] = hdrs
+    _mount_tracing()
     if not os.path.isdir("/sys/kernel/debug/tracing") and not glob.glob("/sys/kernel/tracing/events"):
-        raise TracingUnavailable("tracefs is not mounted: mount -t debugfs debugfs /sys/kernel/debug "
-                                 "(or run `make setup`)")
+        raise TracingUnavailable("tracefs is not mounted and could not be: mount -t tracefs tracefs "
+                                 "/sys/kernel/tracing and mount -t debugfs debugfs "
+                                 "/sys/kernel/debug (or run `make setup`)")
     try:
         import bcc
     except ImportError:

@@ -1,0 +1,171 @@
+"""The dispatch tracer: known workloads, and the attribution it must report for them."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import sakura_uring as su
+from sakura_uring.kernel import KernelRing
+from sakura_uring.trace import DispatchTracer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cat_chain(path) -> su.Chain:
+    c = su.Chain()
+    f = c.openat(path)
+    c.read(f, 4096)
+    c.close(f)
+    return c
+
+
+def run_chains(ring, path, n):
+    for _ in range(n):
+        assert ring.run(cat_chain(path)).ok
+
+
+def test_sqpoll_chains_run_in_the_sqpoll_thread_with_no_system_calls(data_file):
+    with su.Ring(64, sqpoll=True) as ring:
+        run_chains(ring, data_file, 10)
+        with DispatchTracer() as tr:
+            run_chains(ring, data_file, 1000)
+    rep = tr.final
+    for op in ("openat", "read_fixed", "close"):
+        c = rep.ops[op].counts
+        assert c.get("sub_sqpoll") == 1000 and not c.get("sub_app"), (op, c)
+        assert c.get("done_sqpoll") == 1000 and c.get("done") == 1000, (op, c)
+    t = rep.totals
+    assert t["chains"] == t["chains_done"] == 1000 and t["chains_broken"] == 0
+    assert rep.requests == 3000
+    assert rep.syscalls_per_request < 0.05, rep.table()
+    assert rep.ops["openat"].percentile(0.5) is not None
+
+
+def test_inline_chains_run_in_the_app_thread_one_enter_per_chain(data_file):
+    with su.Ring(64) as ring:
+        run_chains(ring, data_file, 10)
+        with DispatchTracer() as tr:
+            run_chains(ring, data_file, 1000)
+    rep = tr.final
+    for op in ("openat", "read_fixed", "close"):
+        c = rep.ops[op].counts
+        assert c.get("sub_app") == 1000 and not c.get("sub_sqpoll"), (op, c)
+        assert c.get("done_app") == 1000, (op, c)
+    t = rep.totals
+    # one io_uring_enter submits the chain and waits for it; nothing else
+    assert 1000 <= t["io_uring_enter"] <= 1010, rep.table()
+    assert t["syscalls"] - t["io_uring_enter"] <= 10, rep.table()
+
+
+def test_a_read_from_an_empty_pipe_waits_in_poll(ring):
+    r, w = os.pipe()
+    try:
+        with DispatchTracer() as tr:
+            c = su.Chain()
+            c.read(r, 16)
+            fut = ring.submit(c)
+            time.sleep(0.05)                 # the read has found the pipe empty
+            os.write(w, b"hello")
+            assert fut.result(5).data(0) == b"hello"
+    finally:
+        os.close(r)
+        os.close(w)
+    rep = tr.final
+    done = {n: o.counts for n, o in rep.ops.items() if o.counts.get("done")}
+    assert sum(c.get("done_poll", 0) for c in done.values()) == 1, rep.table()
+
+
+def test_a_broken_chain_is_counted_with_its_failing_opcode(ring, tmp_path):
+    with DispatchTracer() as tr:
+        r = ring.run(cat_chain(tmp_path / "missing"))
+        assert not r.ok
+    rep = tr.final
+    assert rep.totals["chains"] == 1 and rep.totals["chains_broken"] == 1
+    assert rep.ops["openat"].counts.get("broke") == 1
+    assert not rep.ops.get("read_fixed") or not rep.ops["read_fixed"].counts.get("broke")
+
+
+def test_kernel_handler_requests_are_attributed_too():
+    with KernelRing(ROOT / "tests/handlers/nops.c") as kr:
+        kr.run(1, 0)
+        with DispatchTracer() as tr:
+            res = kr.map([(5, i) for i in range(100)], timeout=30)
+    assert [r.result for r in res] == list(range(100))
+    nop = tr.final.ops["nop"].counts
+    # 100 start NOPs from Python + 500 pushed by the handler, all taken up by SQPOLL
+    assert nop.get("sub_sqpoll") == 600 and nop.get("done_sqpoll") == 600, nop
+
+
+def test_interval_reports_add_up(data_file):
+    with su.Ring(64, sqpoll=True) as ring, DispatchTracer() as tr:
+        first = tr.snapshot()
+        run_chains(ring, data_file, 100)
+        mid = tr.snapshot()
+        run_chains(ring, data_file, 50)
+        a, b = tr.report(since=first), tr.report(since=mid)
+    assert a.requests == 450 and b.requests == 150
+    js = json.loads(json.dumps(a.to_json()))
+    assert js["requests"] == 450 and "openat" in js["ops"]
+
+
+WORKLOAD = r"""
+import os, sys, time
+import sakura_uring as su
+path = sys.argv[1]
+with su.Ring(64, sqpoll=True) as ring:
+    end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        c = su.Chain(); f = c.openat(path); c.read(f, 4096); c.close(f)
+        ring.run(c)
+        time.sleep(0.001)
+"""
+
+
+def test_cli_runs_a_command_and_prints_json(data_file):
+    out = subprocess.run([sys.executable, "-m", "sakura_uring.cli", "trace", "-d", "10",
+                          "--json", "--", sys.executable, "-c", WORKLOAD, str(data_file), "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["kind"] == "summary"
+    # the command was held until tracing began: every chain of it is seen
+    assert summary["ops"]["openat"]["sub_sqpoll"] >= 100
+    assert summary["totals"]["chains"] == summary["ops"]["openat"]["sub_sqpoll"]
+
+
+def test_cli_traces_a_pid_with_intervals(data_file):
+    proc = subprocess.Popen([sys.executable, "-c", WORKLOAD, str(data_file), "4"])
+    try:
+        time.sleep(1.0)
+        out = subprocess.run([sys.executable, "-m", "sakura_uring.cli", "trace", "-p",
+                              str(proc.pid), "-i", "0.5", "-d", "1.7"],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("completed where") >= 4       # >= 3 intervals + the summary
+    assert "Summary" in out.stdout and "openat" in out.stdout and "usecs" in out.stdout
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_cli_without_capabilities_says_so():
+    out = subprocess.run(["setpriv", "--bounding-set", "-all", "--inh-caps", "-all",
+                          sys.executable, "-m", "sakura_uring.cli", "trace", "-p", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "needs root with CAP_BPF and CAP_PERFMON" in out.stderr
+
+
+def test_cli_usage_errors():
+    out = subprocess.run([sys.executable, "-m", "sakura_uring.cli", "trace"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "give either -p PID or -- COMMAND" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "sakura_uring.cli", "nosuch"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "trace" in out.stderr
