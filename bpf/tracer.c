@@ -49,9 +49,11 @@ struct hkey {
 BPF_HASH(rings, u64, u8, 64);                                  /* ctx pointers of TGID */
 BPF_TABLE("lru_hash", u64, struct rinfo, reqs, 65536);        /* req -> what we know */
 BPF_TABLE("lru_hash", u64, u64, member_of, 65536);            /* req -> chain head */
+BPF_TABLE("lru_hash", u64, u64, by_ud, 65536);                /* user_data ^ ctx -> req */
 BPF_HASH(chains, u64, struct chain, 16384);                  /* head -> chain */
 BPF_ARRAY(counts, u64, OPS * C_COLS);
 BPF_ARRAY(totals, u64, T_TOTALS);
+BPF_ARRAY(sysnr, u64, 512);                                   /* system calls by number */
 BPF_HISTOGRAM(lat, struct hkey, OPS * 32);
 
 static __always_inline void bump(u32 opcode, u32 col)
@@ -110,6 +112,8 @@ TRACEPOINT_PROBE(io_uring, SUBMIT_TP)
     u64 req = (u64)args->req;
     struct rinfo ri = { .ts = bpf_ktime_get_ns(), .opcode = op, .path = 0 };
     reqs.update(&req, &ri);
+    u64 ud = args->user_data ^ ctx;          /* io_uring_cqe_overflow names no req */
+    by_ud.update(&ud, &req);
     return 0;
 }
 
@@ -191,25 +195,13 @@ TRACEPOINT_PROBE(io_uring, io_uring_fail_link)
 }
 #endif
 
-#ifdef HAVE_CQE_OVERFLOW
-TRACEPOINT_PROBE(io_uring, io_uring_cqe_overflow)
+/* A completion: its opcode, path and latency from what the submission recorded. */
+static __always_inline void done(u64 req, int known)
 {
-    if (ours((u64)args->ctx))
-        total(T_OVERFLOWS);
-    return 0;
-}
-#endif
-
-TRACEPOINT_PROBE(io_uring, io_uring_complete)
-{
-    if (!ours((u64)args->ctx))
-        return 0;
     int k = kind();
     u32 op = OPS - 1;                          /* unknown */
     u8 path = 0;
-#ifdef HAVE_COMPLETE_REQ
-    u64 req = (u64)args->req;
-    struct rinfo *ri = reqs.lookup(&req);
+    struct rinfo *ri = known ? reqs.lookup(&req) : 0;
     if (ri) {
         op = ri->opcode;
         path = ri->path;
@@ -220,7 +212,7 @@ TRACEPOINT_PROBE(io_uring, io_uring_complete)
     } else {
         total(T_UNMATCHED);
     }
-    u64 *head = member_of.lookup(&req);
+    u64 *head = known ? member_of.lookup(&req) : 0;
     if (head) {
         u64 h = *head;
         struct chain *c = chains.lookup(&h);
@@ -230,7 +222,6 @@ TRACEPOINT_PROBE(io_uring, io_uring_complete)
         }
         member_of.delete(&req);
     }
-#endif
     u32 col;
     if (path & P_POLL)
         col = C_DONE_POLL;
@@ -242,8 +233,35 @@ TRACEPOINT_PROBE(io_uring, io_uring_complete)
         col = k == K_SQPOLL ? C_DONE_SQPOLL : C_DONE_APP;
     bump(op, col);
     bump(op, C_DONE);
+}
+
+TRACEPOINT_PROBE(io_uring, io_uring_complete)
+{
+    if (!ours((u64)args->ctx))
+        return 0;
+#ifdef HAVE_COMPLETE_REQ
+    done((u64)args->req, 1);
+#else
+    done(0, 0);
+#endif
     return 0;
 }
+
+#ifdef HAVE_CQE_OVERFLOW
+/* A CQE that finds the CQ full goes to the overflow list and fires this instead of
+ * io_uring_complete (it becomes visible when the list is flushed). */
+TRACEPOINT_PROBE(io_uring, io_uring_cqe_overflow)
+{
+    u64 ctx = (u64)args->ctx;
+    if (!ours(ctx))
+        return 0;
+    total(T_OVERFLOWS);
+    u64 ud = args->user_data ^ ctx;
+    u64 *req = by_ud.lookup(&ud);
+    done(req ? *req : 0, req != 0);
+    return 0;
+}
+#endif
 
 TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 {
@@ -256,5 +274,9 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
     total(T_SYSCALLS);
     if (args->id == 426)                       /* io_uring_enter */
         total(T_ENTERS);
+    u32 nr = args->id < 512 ? args->id : 511;
+    u64 *v = sysnr.lookup(&nr);
+    if (v)
+        __sync_fetch_and_add(v, 1);
     return 0;
 }

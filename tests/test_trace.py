@@ -169,3 +169,38 @@ def test_cli_usage_errors():
     out = subprocess.run([sys.executable, "-m", "sakura_uring.cli", "nosuch"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "trace" in out.stderr
+
+
+def test_cq_overflows_are_counted():
+    with su.Ring(8, cq_entries=8) as ring, DispatchTracer() as tr:
+        states = []
+        for _ in range(8):
+            c = su.Chain(link=su.Link.NONE)
+            for _ in range(8):
+                c.nop()
+            states.append(ring._publish(c, None, block=False))   # publish, don't reap
+        for st in states:
+            ring._wait(st)
+    rep = tr.final
+    assert rep.totals["cq_overflows"] >= 64 - 8, rep.table()
+    assert rep.ops["nop"].counts["done"] == 64
+
+
+def test_a_missing_field_or_event_removes_a_column_not_the_tool(tmp_path, monkeypatch,
+                                                                  data_file):
+    """An older kernel's formats: io_uring_complete without `req`, no poll_arm event."""
+    from sakura_uring.trace import dispatch
+    fake = tmp_path / "io_uring"
+    shutil.copytree(dispatch.EVENT_DIRS[0], fake, ignore=shutil.ignore_patterns("enable", "filter", "trigger", "id"))
+    fmt = fake / "io_uring_complete" / "format"
+    fmt.write_text("\n".join(ln for ln in fmt.read_text().splitlines() if " req;" not in ln))
+    shutil.rmtree(fake / "io_uring_poll_arm")
+    monkeypatch.setattr(dispatch, "EVENT_DIRS", [fake])
+    with su.Ring(64, sqpoll=True) as ring, DispatchTracer() as tr:
+        run_chains(ring, data_file, 50)
+    rep = tr.final
+    assert any("req field" in m for m in rep.missing) and "io_uring_poll_arm" in rep.missing
+    # submissions are still attributed; completions lose their opcode and latency
+    assert rep.ops["openat"].counts["sub_sqpoll"] == 50
+    assert rep.ops["?"].counts["done_sqpoll"] == 150 and not rep.ops["?"].hist
+    assert "not on this kernel" in rep.table()

@@ -1,11 +1,13 @@
 """Usage:
     python -m sakura_uring.bench chains [-n N] [--rounds R] [--quick] [--markdown] [--json]
     python -m sakura_uring.bench steps [--steps S] [--rounds R] [--quick] [--markdown] [--json]
+    python -m sakura_uring.bench tracer [-n N] [--rounds R] [--quick] [--markdown] [--json]
 
 chains   the same open -> read 4 KiB -> close, N times, in every execution model, in one
          process, interleaved over R rounds (median kept): time per chain, system calls per
          chain (counted with a bcc tracepoint program, not assumed) and the speed-up over
          plain os.* calls.
+tracer   the same workloads with and without `sakura-uring trace` attached.
 steps    chains of 1..32 NOP or 4 KiB read steps in the FlexSC model, the link engine and
          kernel handlers: time per chain, cost per added step, system calls per chain.
 """
@@ -14,6 +16,7 @@ import sys
 
 from .chains import main as chains_main
 from .steps import main as steps_main
+from .tracer import main as tracer_main
 
 
 # name -> (help, entry point, the size option, its default and help, what --quick does)
@@ -22,6 +25,8 @@ BENCHES = {
                "-n", 20000, "chains per model and round", "n=3000, 2 rounds (the demo)"),
     "steps": ("cost per step: FlexSC model, link engine, kernel handlers", steps_main,
               "--steps", 20000, "steps per cell and round", "6,000 steps, 2 rounds"),
+    "tracer": ("the dispatch tracer's own cost, with and without it attached", tracer_main,
+               "-n", 10000, "operations per workload and round", "n=2000, 2 rounds"),
 }
 
 

@@ -35,9 +35,12 @@ from pathlib import Path
 
 from .. import ops as _ops
 from .bccenv import TracingUnavailable, load_bcc
+from .syscount import NAMES
 
 PROGRAM = Path(__file__).resolve().parents[2] / "bpf" / "tracer.c"
-EVENTS = Path("/sys/kernel/tracing/events/io_uring")
+# where the tracepoint formats are read from (a test points this at an edited copy)
+EVENT_DIRS = [Path("/sys/kernel/tracing/events/io_uring"),
+              Path("/sys/kernel/debug/tracing/events/io_uring")]
 OPS = 256
 COLUMNS = ("sub_app", "sub_sqpoll", "punted", "done_app", "done_sqpoll", "done_iowq",
            "done_task_work", "done_poll", "done", "broke")
@@ -55,12 +58,11 @@ def opname(opcode: int) -> str:
 
 
 def _format(event: str) -> str | None:
-    for base in (EVENTS, Path("/sys/kernel/debug/tracing/events/io_uring")):
-        try:
-            return (base / event / "format").read_text()
-        except OSError:
-            continue
-    return None
+    base = next((d for d in EVENT_DIRS if d.is_dir()), None)
+    try:
+        return (base / event / "format").read_text() if base else None
+    except OSError:
+        return None
 
 
 def kernel_macros() -> tuple[dict, list[str]]:
@@ -112,6 +114,7 @@ class Report:
     ops: dict                                       # name -> OpStats
     totals: dict
     missing: list
+    syscalls: dict = field(default_factory=dict)    # name -> count
 
     @property
     def requests(self) -> int:
@@ -127,7 +130,7 @@ class Report:
                     ops={n: dict(o.counts, p50_us=o.percentile(0.5), p99_us=o.percentile(0.99),
                                  hist_log2_us={str(k): v for k, v in sorted(o.hist.items())})
                          for n, o in self.ops.items()},
-                    missing=self.missing)
+                    syscalls=self.syscalls, missing=self.missing)
 
     def table(self) -> str:
         head = (f"{'OP':<13}{'SUB:APP':>8}{'SUB:SQP':>8}{'PUNTED':>7} | {'APP':>7}{'SQPOLL':>7}"
@@ -151,6 +154,10 @@ class Report:
             f"per request {'-' if spr is None else f'{spr:.3f}'}; chains started {t['chains']}, "
             f"completed {t['chains_done']}, broken {t['chains_broken']}; "
             f"CQ overflows {t['cq_overflows']}")
+        other = sorted(((n, c) for n, c in self.syscalls.items() if n != "io_uring_enter"),
+                       key=lambda x: -x[1])
+        if other:
+            lines.append("other system calls: " + ", ".join(f"{n} {c}" for n, c in other[:5]))
         if self.missing:
             lines.append("not on this kernel: " + "; ".join(self.missing))
         return "\n".join(lines)
@@ -202,6 +209,7 @@ class DispatchTracer:
         b = self._bpf
         counts = {k.value: v.value for k, v in b[b"counts"].items() if v.value}
         totals = {k.value: v.value for k, v in b[b"totals"].items()}
+        totals.update({("nr", k.value): v.value for k, v in b[b"sysnr"].items() if v.value})
         hist = {(k.opcode, k.slot): v.value for k, v in b[b"lat"].items() if v.value}
         return counts, totals, hist
 
@@ -225,7 +233,9 @@ class DispatchTracer:
             if n > 0:
                 ops.setdefault(opname(opcode), OpStats(opname(opcode))).hist[slot] = n
         tot = {name: totals.get(i, 0) - bt.get(i, 0) for i, name in enumerate(TOTALS)}
-        return Report(self.pid, time.monotonic() - t0, ops, tot, self.missing)
+        calls = {NAMES.get(k[1], f"sys_{k[1]}"): v - bt.get(k, 0) for k, v in totals.items()
+                 if isinstance(k, tuple) and v - bt.get(k, 0) > 0}
+        return Report(self.pid, time.monotonic() - t0, ops, tot, self.missing, calls)
 
     def close(self) -> None:
         if self._bpf is not None:
