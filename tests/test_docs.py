@@ -44,3 +44,9 @@ def test_kernel_handlers_doc_example_handler_compiles_and_runs():
                          timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "HandlerResult(result=12, data=b'hello kernel')"
+
+
+def test_trace_demo_example_runs():
+    out = subprocess.run([sys.executable, str(ROOT / "examples/trace_demo.py")],
+                         capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -95,7 +95,8 @@ class OpStats:
     hist: dict = field(default_factory=dict)       # log2(us) slot -> count
 
     def percentile(self, p: float) -> float | None:
-        """Upper bound (us) of the log2 bucket holding the p-th percentile."""
+        """Upper bound (us) of the log2 bucket holding the p-th percentile: bucket s holds
+        latencies from 2**s to 2**(s+1) - 1 us (bucket 0: 0 and 1)."""
         n = sum(self.hist.values())
         if not n:
             return None
@@ -103,7 +104,7 @@ class OpStats:
         for slot in sorted(self.hist):
             seen += self.hist[slot]
             if seen >= p * n:
-                return float(1 << slot)
+                return float((1 << (slot + 1)) - 1)
         return None
 
 
