@@ -29,12 +29,17 @@ def run_chains(ring, path, n):
         assert ring.run(cat_chain(path)).ok
 
 
-def test_sqpoll_chains_run_in_the_sqpoll_thread_with_no_system_calls(data_file):
-    with su.Ring(64, sqpoll=True) as ring:
-        run_chains(ring, data_file, 10)
+def traced_chains(path, n, **ring_kw):
+    """n open/read/close chains, traced; the report."""
+    with su.Ring(64, **ring_kw) as ring:
+        run_chains(ring, path, 10)
         with DispatchTracer() as tr:
-            run_chains(ring, data_file, 1000)
-    rep = tr.final
+            run_chains(ring, path, n)
+    return tr.final
+
+
+def test_sqpoll_chains_run_in_the_sqpoll_thread_with_no_system_calls(data_file):
+    rep = traced_chains(data_file, 1000, sqpoll=True)
     for op in ("openat", "read_fixed", "close"):
         c = rep.ops[op].counts
         assert c.get("sub_sqpoll") == 1000 and not c.get("sub_app"), (op, c)
@@ -47,11 +52,7 @@ def test_sqpoll_chains_run_in_the_sqpoll_thread_with_no_system_calls(data_file):
 
 
 def test_inline_chains_run_in_the_app_thread_one_enter_per_chain(data_file):
-    with su.Ring(64) as ring:
-        run_chains(ring, data_file, 10)
-        with DispatchTracer() as tr:
-            run_chains(ring, data_file, 1000)
-    rep = tr.final
+    rep = traced_chains(data_file, 1000)
     for op in ("openat", "read_fixed", "close"):
         c = rep.ops[op].counts
         assert c.get("sub_app") == 1000 and not c.get("sub_sqpoll"), (op, c)
