@@ -70,7 +70,8 @@ def main(args) -> int:
     if args.json:
         print(json.dumps(dict(n=n, rounds=rounds, rows=rows)))
         return 0
-    hdr = ("workload", "us/op untraced", "us/op traced", "traced / untraced", "ns added per request")
+    hdr = ("workload", "us/op untraced", "us/op traced", "traced / untraced",
+           "ns added per io_uring request")
     if args.markdown:
         print("| " + " | ".join(hdr) + " |\n|" + "---|" * len(hdr))
     for r in rows:
