@@ -183,6 +183,8 @@ class DispatchTracer:
     """Traces process `pid` (default: this one) while active; report() at any time."""
 
     def __init__(self, pid: int | None = None):
+        self._bpf = None
+        self.final: Report | None = None
         self.pid = os.getpid() if pid is None else pid
         if not Path(f"/proc/{self.pid}").exists():
             raise ValueError(f"no process {self.pid}")
@@ -208,6 +210,8 @@ class DispatchTracer:
 
     def _raw(self) -> tuple[dict, dict, dict]:
         b = self._bpf
+        if b is None:
+            raise RuntimeError("this DispatchTracer is closed (its last report is .final)")
         counts = {k.value: v.value for k, v in b[b"counts"].items() if v.value}
         totals = {k.value: v.value for k, v in b[b"totals"].items()}
         totals.update({("nr", k.value): v.value for k, v in b[b"sysnr"].items() if v.value})
