@@ -1,6 +1,7 @@
 """`sakura-uring`: the command line.
 
     sakura-uring trace [-p PID | -- COMMAND ...] [-i INTERVAL] [-d SECONDS] [--json]
+    sakura-uring httpd --model {threads,flexsc,link,kernel} --root DIR [--port PORT]
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 
 COMMANDS = {
     "trace": ("how the kernel dispatches each io_uring request (bcc)", "sakura_uring.trace.dispatch"),
+    "httpd": ("a static-file HTTP server in four execution models", "sakura_uring.httpd"),
 }
 
 

@@ -12,3 +12,36 @@ def assert_pools_full(ring: su.Ring) -> None:
     assert ring.inflight == 0
     assert ring.free_slots == ring.slots - len(ring._registered)
     assert ring.free_buffers == ring.buffers
+
+
+# HTTP requests every server model must answer the same way: (request, status)
+BAD_REQUESTS = [
+    (b"GET /nope HTTP/1.1\r\n\r\n", 404),
+    (b"GET /sub HTTP/1.1\r\n\r\n", 404),                 # a directory
+    (b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
+    (b"DELETE /x HTTP/1.1\r\n\r\n", 405),
+    (b"garbage\r\n\r\n", 400),
+    (b"GET noslash HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/2.0\r\n\r\n", 400),
+    (b"GET /%zz HTTP/1.1\r\n\r\n", 400),
+    (b"GET /%00 HTTP/1.1\r\n\r\n", 400),
+    (b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nX: " + b"y" * 5000 + b"\r\n\r\n", 431),
+]
+
+# targets that try to leave the document root (its parent holds a file named "secret")
+TRAVERSALS = ["/../secret", "/%2e%2e/secret", "/%2E%2E%2Fsecret", "/sub/../../secret",
+              "//etc/passwd", "/escape", "/sub/%2e%2e/%2e%2e/secret"]
+
+
+def make_docroot(root) -> None:
+    """The document root the HTTP tests serve."""
+    import os as _os
+    (root / "index.html").write_bytes(b"<h1>sakura</h1>\n")
+    (root / "big.bin").write_bytes(_os.urandom(300_001))
+    (root / "a b.txt").write_bytes(b"space")
+    (root / "empty").write_bytes(b"")
+    (root / "sub").mkdir()
+    (root / "sub" / "index.html").write_bytes(b"sub index")
+    (root / "escape").symlink_to("/etc/passwd")
+    (root.parent / "secret").write_bytes(b"outside the root")

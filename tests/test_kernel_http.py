@@ -9,7 +9,7 @@ import pytest
 
 from sakura_uring.kernel import KernelRing, handler_path
 
-from helpers import open_fds
+from helpers import BAD_REQUESTS, TRAVERSALS, make_docroot, open_fds
 
 
 class Server:
@@ -53,14 +53,7 @@ class Server:
 @pytest.fixture(scope="module")
 def www(tmp_path_factory):
     root = tmp_path_factory.mktemp("www")
-    (root / "index.html").write_bytes(b"<h1>sakura</h1>\n")
-    (root / "big.bin").write_bytes(os.urandom(300_001))
-    (root / "a b.txt").write_bytes(b"space")
-    (root / "empty").write_bytes(b"")
-    (root / "sub").mkdir()
-    (root / "sub" / "index.html").write_bytes(b"sub index")
-    (root / "escape").symlink_to("/etc/passwd")
-    (root.parent / "secret").write_bytes(b"outside the root")
+    make_docroot(root)
     srv = Server(root)
     yield srv
     srv.close()
@@ -112,19 +105,7 @@ def test_connection_close_and_http10(www):
     assert out.startswith(b"HTTP/1.1 200 OK")
 
 
-@pytest.mark.parametrize("request_,status", [
-    (b"GET /nope HTTP/1.1\r\n\r\n", 404),
-    (b"GET /sub HTTP/1.1\r\n\r\n", 404),                 # a directory
-    (b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
-    (b"DELETE /x HTTP/1.1\r\n\r\n", 405),
-    (b"garbage\r\n\r\n", 400),
-    (b"GET noslash HTTP/1.1\r\n\r\n", 400),
-    (b"GET / HTTP/2.0\r\n\r\n", 400),
-    (b"GET /%zz HTTP/1.1\r\n\r\n", 400),
-    (b"GET /%00 HTTP/1.1\r\n\r\n", 400),
-    (b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\n\r\n", 414),
-    (b"GET / HTTP/1.1\r\nX: " + b"y" * 5000 + b"\r\n\r\n", 431),
-])
+@pytest.mark.parametrize("request_,status", BAD_REQUESTS)
 def test_bad_requests_get_the_right_status(www, request_, status):
     out = www.raw(request_ + b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 %d " % status), out[:80]
@@ -134,10 +115,7 @@ def test_bad_requests_get_the_right_status(www, request_, status):
         assert b"Allow: GET, HEAD\r\n" in out
 
 
-@pytest.mark.parametrize("path", [
-    "/../secret", "/%2e%2e/secret", "/%2E%2E%2Fsecret", "/sub/../../secret", "//etc/passwd",
-    "/escape", "/sub/%2e%2e/%2e%2e/secret",
-])
+@pytest.mark.parametrize("path", TRAVERSALS)
 def test_nothing_outside_the_root_is_served(www, path):
     r, body = get(www, path)
     assert r.status == 404 and body == b""

@@ -1,0 +1,104 @@
+"""A static-file HTTP/1.1 server in four execution models (the seed's request handler):
+
+  threads  (a) blocking threads with plain system calls
+  flexsc   (b) the FlexSC model: io_uring, each call's result back in Python before the next
+  link     (c) Sakura link: Python parses the request line, the rest is one linked chain
+  kernel   (d) Sakura kernel: the whole handler, parsing included, is a BPF kernel handler
+
+    sakura-uring httpd --model kernel --root DIR --port 8080
+
+    with Server("link", root) as srv:        # in-process, on 127.0.0.1, a free port
+        urllib.request.urlopen(srv.url + "/index.html")
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import socket
+import sys
+import threading
+
+from .http import Site
+
+MODELS = {
+    "threads": "(a) blocking threads, plain system calls",
+    "flexsc": "(b) FlexSC model: one io_uring request per system call",
+    "link": "(c) Sakura link: the handler after parsing is one linked chain",
+    "kernel": "(d) Sakura kernel: the whole handler in a BPF kernel handler",
+}
+
+
+def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(backlog)
+    return s
+
+
+class Server:
+    """Runs one model in a background thread until close()."""
+
+    def __init__(self, model: str, root, host: str = "127.0.0.1", port: int = 0):
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+        self.model = model
+        self.site = Site(root)
+        self.listener = listen(host, port)
+        self.host, self.port = self.listener.getsockname()[:2]
+        self.url = f"http://{self.host}:{self.port}"
+        self._stop = threading.Event()
+        serve = importlib.import_module(f".{model}", __name__).serve
+        self.error: BaseException | None = None
+        self._t = threading.Thread(target=self._run, args=(serve,), name=f"httpd-{model}",
+                                   daemon=True)
+        self._t.start()
+
+    def _run(self, serve) -> None:
+        try:
+            serve(self.listener, self.site, self._stop)
+        except BaseException as exc:      # reported by close()
+            self.error = exc
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(10)
+        self.listener.close()
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="sakura-uring httpd", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=list(MODELS), required=True,
+                    help="; ".join(f"{k}: {v}" for k, v in MODELS.items()))
+    ap.add_argument("--root", required=True, help="the directory to serve")
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--host", default="127.0.0.1")
+    args = ap.parse_args(argv)
+    try:
+        srv = Server(args.model, args.root, args.host, args.port)
+    except (ValueError, OSError) as exc:
+        print(f"sakura-uring httpd: {exc}", file=sys.stderr)
+        return 1
+    print(f"serving {srv.site.root} at {srv.url} with model {args.model}: {MODELS[args.model]}",
+          file=sys.stderr, flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGINT, lambda *a: done.set())
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    while not done.wait(0.2):
+        if not srv._t.is_alive():
+            break
+    try:
+        srv.close()
+    except Exception as exc:
+        print(f"sakura-uring httpd: {exc}", file=sys.stderr)
+        return 1
+    return 0
