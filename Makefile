@@ -8,7 +8,7 @@ VPY   := $(VENV)/bin/python
 CACHE := $(abspath .cache)
 HDRS  := $(CACHE)/kernel-headers
 # Debian packages: liburing for the binding, bcc + headers for tracing, gcc to build
-DEB_PKGS := liburing-dev python3-bpfcc linux-headers-amd64 gcc libc6-dev
+DEB_PKGS := liburing-dev python3-bpfcc linux-headers-amd64 gcc libc6-dev wrk nginx-light curl
 NATIVE_SRC := $(filter-out %/_sakura.c,$(wildcard sakura_uring/_native/*.[ch])) sakura_uring/_native/build.py
 NATIVE_SO  := $(VENV)/.native-built
 export BCC_KERNEL_SOURCE := $(HDRS)

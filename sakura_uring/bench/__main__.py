@@ -2,12 +2,14 @@
     python -m sakura_uring.bench chains [-n N] [--rounds R] [--quick] [--markdown] [--json]
     python -m sakura_uring.bench steps [--steps S] [--rounds R] [--quick] [--markdown] [--json]
     python -m sakura_uring.bench tracer [-n N] [--rounds R] [--quick] [--markdown] [--json]
+    python -m sakura_uring.bench http [--seconds S | --full] [--servers ...] [--write] [--markdown]
 
 chains   the same open -> read 4 KiB -> close, N times, in every execution model, in one
          process, interleaved over R rounds (median kept): time per chain, system calls per
          chain (counted with a bcc tracepoint program, not assumed) and the speed-up over
          plain os.* calls.
 tracer   the same workloads with and without `sakura-uring trace` attached.
+http     wrk against nginx and `sakura-uring httpd` in its four models (the main job).
 steps    chains of 1..32 NOP or 4 KiB read steps in the FlexSC model, the link engine and
          kernel handlers: time per chain, cost per added step, system calls per chain.
 """
@@ -16,6 +18,7 @@ import sys
 
 from .chains import main as chains_main
 from .steps import main as steps_main
+from .http import SERVERS, main as http_main
 from .tracer import main as tracer_main
 
 
@@ -41,7 +44,16 @@ def main(argv=None) -> int:
         p.add_argument("--quick", action="store_true", help=quick)
         p.add_argument("--markdown", action="store_true", help="print Markdown tables")
         p.add_argument("--json", action="store_true", help="print one JSON object")
+    h = sub.add_parser("http", help="wrk against nginx and the four HTTP server models")
+    h.add_argument("--seconds", type=int, default=1, help="wrk time per run (whole seconds)")
+    h.add_argument("--full", action="store_true", help="10 s per run")
+    h.add_argument("--servers", nargs="+", choices=SERVERS, help="only these servers")
+    h.add_argument("--write", action="store_true", help="write docs/results.md and PNG plots")
+    h.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    h.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
+    if args.what == "http":
+        return http_main(args)
     return BENCHES[args.what][1](args)
 
 

@@ -32,6 +32,9 @@ MODELS = {
 def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # accepted connections inherit it (Linux): no Nagle delay on the last segment of a
+    # response, and no system call per connection to ask for it
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.bind((host, port))
     s.listen(backlog)
     return s
@@ -49,15 +52,21 @@ class Server:
         self.host, self.port = self.listener.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
         self._stop = threading.Event()
+        self._ready = threading.Event()
         serve = importlib.import_module(f".{model}", __name__).serve
         self.error: BaseException | None = None
         self._t = threading.Thread(target=self._run, args=(serve,), name=f"httpd-{model}",
                                    daemon=True)
         self._t.start()
+        # the kernel model compiles its handler first: wait until it accepts connections
+        while not self._ready.wait(0.05):
+            if not self._t.is_alive():
+                self.listener.close()
+                raise self.error or RuntimeError(f"the {model} server stopped while starting")
 
     def _run(self, serve) -> None:
         try:
-            serve(self.listener, self.site, self._stop)
+            serve(self.listener, self.site, self._stop, self._ready)
         except BaseException as exc:      # reported by close()
             self.error = exc
 

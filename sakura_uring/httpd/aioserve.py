@@ -16,14 +16,16 @@ async def ring_call(ring: Ring, build) -> object:
     return await ring.run_async(c), h
 
 
-def serve(listener: socket.socket, site, stop: threading.Event, handle, **ring_kw) -> None:
-    asyncio.run(_main(listener, site, stop, handle, ring_kw))
+def serve(listener: socket.socket, site, stop: threading.Event, ready: threading.Event,
+          handle, **ring_kw) -> None:
+    asyncio.run(_main(listener, site, stop, ready, handle, ring_kw))
 
 
-async def _main(listener, site, stop, handle, ring_kw):
+async def _main(listener, site, stop, ready, handle, ring_kw):
     tasks: set[asyncio.Task] = set()
     with Ring(**ring_kw) as ring:
         acceptor = asyncio.create_task(_accept(ring, listener, site, handle, tasks))
+        ready.set()
         while not stop.is_set():
             await asyncio.sleep(0.05)
         acceptor.cancel()

@@ -62,6 +62,6 @@ async def _send(ring, fd, data: bytes) -> None:
         data = data[n:]
 
 
-def serve(listener, site, stop) -> None:
-    _serve(listener, site, stop, handle, entries=256, sqpoll=True, buffers=64,
+def serve(listener, site, stop, ready) -> None:
+    _serve(listener, site, stop, ready, handle, entries=256, sqpoll=True, buffers=64,
            buffer_size=CHUNK)

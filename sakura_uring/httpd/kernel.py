@@ -11,11 +11,13 @@ from ..kernel import KernelRing, handler_path
 CONNECTIONS = 1024          # request slots: one per open connection
 
 
-def serve(listener: socket.socket, site, stop: threading.Event) -> None:
+def serve(listener: socket.socket, site, stop: threading.Event,
+          ready: threading.Event) -> None:
     rootfd = os.open(site.root, os.O_RDONLY | os.O_DIRECTORY)
     kr = KernelRing(handler_path("http"), entries=4096, buffers=CONNECTIONS,
                     buffer_size=65536)
     listener.settimeout(0.2)
+    ready.set()
     try:
         while not stop.is_set():
             try:

@@ -57,6 +57,6 @@ async def _send(ring, fd, data: bytes) -> None:
         data = data[n:]
 
 
-def serve(listener, site, stop) -> None:
-    _serve(listener, site, stop, handle, entries=512, sqpoll=True, slots=512, buffers=256,
+def serve(listener, site, stop, ready) -> None:
+    _serve(listener, site, stop, ready, handle, entries=512, sqpoll=True, slots=512, buffers=256,
            buffer_size=BUFFER)

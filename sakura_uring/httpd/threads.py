@@ -47,8 +47,10 @@ def handle(conn: socket.socket, site: Site) -> None:
                 return
 
 
-def serve(listener: socket.socket, site: Site, stop: threading.Event) -> None:
+def serve(listener: socket.socket, site: Site, stop: threading.Event,
+          ready: threading.Event) -> None:
     listener.settimeout(0.2)
+    ready.set()
     while not stop.is_set():
         try:
             conn, _ = listener.accept()

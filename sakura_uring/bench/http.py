@@ -1,0 +1,347 @@
+"""The seed's workload end to end: wrk against nginx and the four models of
+`sakura-uring httpd`, side by side in one run.
+
+For each server (nginx-light with one worker, then threads, flexsc, link, kernel), each file
+(1 KiB, 64 KiB), each connection count (1, 16, 64) and each mode (keep-alive, close): wrk for
+a fixed time; requests/s, p50 and p99 latency (wrk --latency), system calls per request (a
+bcc raw_syscalls counter on the server process) and CPU time per request (/proc/PID/stat of
+the server, every thread included: the SQPOLL thread and io-wq workers are the process's
+threads), and the ratio to nginx measured in the same run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..httpd import MODELS
+
+SERVERS = ("nginx",) + tuple(MODELS)
+FILES = {"1k": 1024, "64k": 65536}
+CONNS = (1, 16, 64)
+MODES = ("keep-alive", "close")
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+user root;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log error;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000000;
+    keepalive_timeout 65;
+    default_type application/octet-stream;
+    client_body_temp_path {tmp}/body;
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        root {root};
+    }}
+}}
+"""
+
+
+def _free_port() -> int:
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    import socket
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
+
+
+class Started:
+    """A server process; `pid` is the process that does the work."""
+
+    def __init__(self, name: str, root: str, tmp: str):
+        self.name = name
+        self.port = _free_port()
+        if name == "nginx":
+            nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+            os.makedirs(tmp, exist_ok=True)
+            conf = Path(tmp, "nginx.conf")
+            conf.write_text(NGINX_CONF.format(tmp=tmp, port=self.port, root=root))
+            Path(tmp, "body").mkdir(exist_ok=True)
+            self.log = open(Path(tmp, "stderr.log"), "w")
+            self.proc = subprocess.Popen([nginx, "-p", tmp, "-c", str(conf), "-e",
+                                          f"{tmp}/error.log"],
+                                         stdout=subprocess.DEVNULL, stderr=self.log)
+        else:
+            # stderr to a file: a pipe nobody reads would block the server once full
+            self.log = open(Path(tmp, f"{name}.stderr.log"), "w")
+            self.proc = subprocess.Popen([sys.executable, "-m", "sakura_uring.cli", "httpd",
+                                          "--model", name, "--root", root, "--port",
+                                          str(self.port)],
+                                         stdout=subprocess.DEVNULL, stderr=self.log)
+        if name == "nginx":
+            _wait_port(self.port, self.proc, name)
+        else:                              # it says "serving" once it accepts connections
+            end = time.monotonic() + 60
+            while "serving" not in Path(self.log.name).read_text():
+                if self.proc.poll() is not None or time.monotonic() > end:
+                    raise RuntimeError(f"{name} did not start: {Path(self.log.name).read_text()}")
+                time.sleep(0.05)
+        self.pid = self._worker() if name == "nginx" else self.proc.pid
+
+    def _worker(self) -> int:
+        kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return int(kids[0]) if kids else self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        f = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM if self.name != "nginx" else signal.SIGQUIT)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+    def errors(self) -> str:
+        return Path(self.log.name).read_text()[-2000:]
+
+
+def wrk(port: int, path: str, conns: int, mode: str, seconds: float) -> dict:
+    cmd = ["wrk", "-t", "1" if conns < 2 else "2", "-c", str(conns), "-d", f"{int(seconds)}s",
+           "--latency", "--timeout", "5s"]
+    if mode == "close":
+        cmd += ["-H", "Connection: close"]
+    done = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True,
+                          text=True, timeout=seconds + 60)
+    out = done.stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise RuntimeError(f"wrk failed: {done.stderr.strip() or out.strip()}")
+    rps = float(m.group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = {m.group(1): _us(m.group(2), m.group(3))
+           for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    return dict(rps=rps, requests=total, p50_us=lat.get("50"), p99_us=lat.get("99"),
+                errors=(sum(int(x) for x in errs.groups()) if errs else 0)
+                + (int(non2xx.group(1)) if non2xx else 0))
+
+
+def _us(value: str, unit: str) -> float:
+    return float(value) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+
+def _counter(pid):
+    try:
+        from ..trace import SyscallCounter
+        return SyscallCounter(pid)
+    except Exception:
+        return None
+
+
+def run(args) -> dict:
+    seconds = 10 if args.full else max(1, int(args.seconds))     # wrk takes whole seconds
+    servers = args.servers or SERVERS
+    tmp = tempfile.mkdtemp(prefix="sakura-http-")
+    root = os.path.join(tmp, "www")
+    os.mkdir(root)
+    for name, size in FILES.items():
+        with open(os.path.join(root, f"{name}.bin"), "wb") as f:
+            f.write(os.urandom(size))
+    cells = [(f, c, m) for f in FILES for m in MODES for c in CONNS]
+    total = len(servers) * len(cells)
+    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    log(f"HTTP: {', '.join(servers)} x files {list(FILES)} x connections {list(CONNS)} x "
+        f"{list(MODES)}, wrk {seconds} s each ({total} runs, ~{int(total * (seconds + 0.6))} s)")
+    rows, k = [], 0
+    try:
+        for name in servers:
+            srv = Started(name, root, os.path.join(tmp, name) if name == "nginx" else tmp)
+            try:
+                counter = _counter(srv.pid)
+                wrk(srv.port, "/1k.bin", 16, "keep-alive", 1)              # warm up
+                for fname, conns, mode in cells:
+                    k += 1
+                    if counter:
+                        counter.reset()
+                    cpu0 = srv.cpu_seconds()
+                    r = wrk(srv.port, f"/{fname}.bin", conns, mode, seconds)
+                    cpu = srv.cpu_seconds() - cpu0
+                    calls = counter.stop() if counter else None
+                    n = max(1, r["requests"])
+                    row = dict(server=name, file=fname, conns=conns, mode=mode, **r,
+                               syscalls_per_request=(sum(calls.values()) / n if calls is not None
+                                                     else None),
+                               cpu_us_per_request=cpu * 1e6 / n)
+                    rows.append(row)
+                    log(f"  [{k:>2}/{total}] {name:<8} {fname:>4} {mode:<10} c={conns:<3} "
+                        f"{r['rps']:>9.0f} req/s  p50 {r['p50_us'] or 0:>7.0f} us  "
+                        f"syscalls/req {row['syscalls_per_request'] or 0:6.3f}  "
+                        f"cpu {row['cpu_us_per_request']:6.1f} us/req"
+                        + (f"  ERRORS {r['errors']}" if r["errors"] else ""))
+                if counter:
+                    counter.close()
+            finally:
+                srv.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = {(r["file"], r["conns"], r["mode"]): r["rps"] for r in rows if r["server"] == "nginx"}
+    for r in rows:
+        b = base.get((r["file"], r["conns"], r["mode"]))
+        r["vs_nginx"] = r["rps"] / b if b else None
+    return dict(seconds=seconds, kernel=os.uname().release, rows=rows)
+
+
+def table(result: dict, markdown: bool) -> str:
+    hdr = ("server", "file", "mode", "conns", "req/s", "p50 us", "p99 us", "syscalls/req",
+           "CPU us/req", "vs nginx")
+    lines = []
+    if markdown:
+        lines += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    else:
+        lines.append(f"{'server':<8}{'file':>5} {'mode':<11}{'conns':>5}{'req/s':>10}{'p50us':>9}"
+                     f"{'p99us':>9}{'sys/req':>9}{'cpu us':>8}{'vs nginx':>9}")
+    for r in sorted(result["rows"], key=lambda r: (r["file"], r["mode"], r["conns"],
+                                                  SERVERS.index(r["server"]))):
+        sc = "n/a" if r["syscalls_per_request"] is None else f"{r['syscalls_per_request']:.3f}"
+        vs = "" if r["vs_nginx"] is None else f"{r['vs_nginx']:.2f}x"
+        cells = (r["server"], r["file"], r["mode"], str(r["conns"]), f"{r['rps']:.0f}",
+                 f"{r['p50_us'] or 0:.0f}", f"{r['p99_us'] or 0:.0f}", sc,
+                 f"{r['cpu_us_per_request']:.1f}", vs + (f" ({r['errors']} errors)" if r["errors"] else ""))
+        lines.append(("| " + " | ".join(cells) + " |") if markdown else
+                     f"{cells[0]:<8}{cells[1]:>5} {cells[2]:<11}{cells[3]:>5}{cells[4]:>10}"
+                     f"{cells[5]:>9}{cells[6]:>9}{cells[7]:>9}{cells[8]:>8}{cells[9]:>9}")
+    return "\n".join(lines)
+
+
+def targets(result: dict) -> list[str]:
+    """The issue's targets, each met or missed by how much."""
+    rows = {(r["server"], r["file"], r["conns"], r["mode"]): r for r in result["rows"]}
+    out = []
+
+    def best(server):   # the 1 KiB keep-alive cell with the most connections measured
+        cands = [rows.get((server, "1k", c, "keep-alive")) for c in CONNS]
+        cands = [c for c in cands if c]
+        return max(cands, key=lambda r: r["conns"]) if cands else None
+    n, d, c, b = best("nginx"), best("kernel"), best("link"), best("flexsc")
+    if n and d:
+        ratio = d["rps"] / n["rps"]
+        out.append(f"(d) kernel >= nginx, 1 KiB keep-alive, {d['conns']} connections: "
+                   f"{d['rps']:.0f} vs {n['rps']:.0f} req/s = {ratio:.2f}x -> "
+                   + ("met" if ratio >= 1 else f"MISSED by {(1 - ratio) * 100:.0f}%"))
+    if n and c:
+        ratio = c["rps"] / n["rps"]
+        out.append(f"(c) link >= nginx / 2: {ratio:.2f}x of nginx -> "
+                   + ("met" if ratio >= 0.5 else f"MISSED (needs {0.5 / ratio:.1f}x more)"))
+    if d and c and b:
+        ok = d["rps"] > c["rps"] > b["rps"]
+        out.append(f"ordering (d) > (c) > (b): {d['rps']:.0f} > {c['rps']:.0f} > {b['rps']:.0f} "
+                   f"-> {'met' if ok else 'MISSED'}")
+    if d and d["syscalls_per_request"] is not None:
+        s = d["syscalls_per_request"]
+        out.append(f"(d) system calls per request < 0.1: {s:.3f} -> "
+                   + ("met" if s < 0.1 else "MISSED"))
+    return out
+
+
+def plots(result: dict, outdir: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    made = []
+    for fname in FILES:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
+        for ax, mode in zip(axes, MODES):
+            for server in SERVERS:
+                pts = sorted((r["conns"], r["rps"]) for r in result["rows"]
+                             if r["server"] == server and r["file"] == fname and r["mode"] == mode)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=server)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(CONNS, [str(c) for c in CONNS])
+            ax.set_xlabel("connections")
+            ax.set_ylabel("requests/s")
+            ax.set_title(f"{fname} file, {mode}")
+            ax.grid(alpha=0.3)
+        axes[0].legend()
+        fig.tight_layout()
+        p = outdir / f"http-{fname}.png"
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        made.append(p)
+    return made
+
+
+def main(args) -> int:
+    if shutil.which("wrk") is None or not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")):
+        print("the HTTP benchmark needs wrk and nginx-light: `make setup` installs them",
+              file=sys.stderr)
+        return 1
+    result = run(args)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(table(result, args.markdown))
+    print()
+    for line in targets(result):
+        print(("* " if args.markdown else "") + line)
+    if args.write:
+        docs = Path(__file__).resolve().parents[2] / "docs"
+        made = plots(result, docs)
+        write_results(result, docs / "results.md", made)
+        print(f"\nwrote docs/results.md and {', '.join(p.name for p in made)}", file=sys.stderr)
+    return 0
+
+
+MARK_BEGIN = "<!-- http: generated by python -m sakura_uring.bench http --write -->"
+MARK_END = "<!-- http: end -->"
+
+
+def write_results(result: dict, path: Path, pngs: list[Path]) -> None:
+    section = [MARK_BEGIN, "## HTTP: wrk against nginx and the four models", "",
+               "Command (`make demo` runs it; `--full` for 10 s per run):", "",
+               "```", ".venv/bin/python -m sakura_uring.bench http --write", "```", "",
+               f"Kernel {result['kernel']}, wrk {result['seconds']} s per run, 127.0.0.1, "
+               f"{time.strftime('%Y-%m-%d')}. One run of every server, side by side.", "",
+               table(result, True), "", "Targets:", ""]
+    section += [f"* {t}" for t in targets(result)]
+    section += [""] + [f"![{p.stem}]({p.name})" for p in pngs] + ["", MARK_END]
+    text = path.read_text() if path.exists() else "# Results\n"
+    if MARK_BEGIN in text and MARK_END in text:
+        a, b = text.index(MARK_BEGIN), text.index(MARK_END) + len(MARK_END)
+        text = text[:a] + "\n".join(section) + text[b:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(section) + "\n"
+    path.write_text(text)
