@@ -1,5 +1,5 @@
 # sakura_uring: every target installs what it needs on first use, and is quick after.
-#   make demo   the main job: a chain benchmark with counted system calls
+#   make demo   the main job: wrk against nginx and the HTTP server in four models
 #   make test   the test suite against the real kernel
 SHELL := /bin/bash
 PY    ?= python3
@@ -13,16 +13,20 @@ NATIVE_SRC := $(filter-out %/_sakura.c,$(wildcard sakura_uring/_native/*.[ch])) 
 NATIVE_SO  := $(VENV)/.native-built
 export BCC_KERNEL_SOURCE := $(HDRS)
 
-.PHONY: demo test bench setup debs venv bcc mounts clean
+.PHONY: demo test bench soak setup debs venv bcc mounts clean
 
 demo: setup
-	$(VPY) -m sakura_uring.bench chains --quick
+	$(VPY) -m sakura_uring.bench http --write
 
 test: setup
 	$(VPY) -m pytest -q tests
 
 bench: setup
 	$(VPY) -m sakura_uring.bench chains
+	$(VPY) -m sakura_uring.bench steps
+
+soak: setup
+	$(VPY) -m sakura_uring.bench soak
 
 setup: debs venv bcc mounts
 

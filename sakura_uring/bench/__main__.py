@@ -10,6 +10,7 @@ chains   the same open -> read 4 KiB -> close, N times, in every execution model
          plain os.* calls.
 tracer   the same workloads with and without `sakura-uring trace` attached.
 http     wrk against nginx and `sakura-uring httpd` in its four models (the main job).
+soak     each model one minute under 256 connections: no failed request, no fd/memory growth.
 steps    chains of 1..32 NOP or 4 KiB read steps in the FlexSC model, the link engine and
          kernel handlers: time per chain, cost per added step, system calls per chain.
 """
@@ -18,7 +19,7 @@ import sys
 
 from .chains import main as chains_main
 from .steps import main as steps_main
-from .http import SERVERS, main as http_main
+from .http import SERVERS, main as http_main, soak as soak_main
 from .tracer import main as tracer_main
 
 
@@ -51,9 +52,14 @@ def main(argv=None) -> int:
     h.add_argument("--write", action="store_true", help="write docs/results.md and PNG plots")
     h.add_argument("--markdown", action="store_true", help="print Markdown tables")
     h.add_argument("--json", action="store_true", help="print one JSON object")
+    k = sub.add_parser("soak", help="each HTTP model under 256 connections: no failures, no growth")
+    k.add_argument("--seconds", type=int, default=60)
+    k.add_argument("--servers", nargs="+", choices=SERVERS, help="only these servers")
     args = ap.parse_args(argv)
     if args.what == "http":
         return http_main(args)
+    if args.what == "soak":
+        return soak_main(args)
     return BENCHES[args.what][1](args)
 
 

@@ -345,3 +345,40 @@ def write_results(result: dict, path: Path, pngs: list[Path]) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join(section) + "\n"
     path.write_text(text)
+
+
+def soak(args) -> int:
+    """Each model under 256 keep-alive connections for `seconds` (default 60): no failed
+    request, and no growth in open fds or resident memory after a warm-up minute-slice."""
+    servers = args.servers or tuple(MODELS)
+    tmp = tempfile.mkdtemp(prefix="sakura-soak-")
+    root = os.path.join(tmp, "www")
+    os.mkdir(root)
+    with open(os.path.join(root, "1k.bin"), "wb") as f:
+        f.write(os.urandom(1024))
+    rows, failed = [], False
+    try:
+        for name in servers:
+            srv = Started(name, root, os.path.join(tmp, name) if name == "nginx" else tmp)
+            try:
+                wrk(srv.port, "/1k.bin", 256, "keep-alive", 3)          # warm up: caches, slots
+                time.sleep(0.5)
+                fds0, rss0 = srv.fds(), srv.rss_kb()
+                r = wrk(srv.port, "/1k.bin", 256, "keep-alive", args.seconds)
+                time.sleep(0.5)                                         # connections wind down
+                fds1, rss1 = srv.fds(), srv.rss_kb()
+            finally:
+                srv.stop()
+            ok = r["errors"] == 0 and fds1 <= fds0 + 2 and rss1 <= rss0 * 1.10 + 2048
+            failed |= not ok
+            rows.append((name, r["requests"], r["errors"], fds0, fds1, rss0, rss1, ok))
+            print(f"  {name:<8} {r['requests']:>9} requests, {r['errors']} failed; fds {fds0} -> "
+                  f"{fds1}; RSS {rss0} -> {rss1} KiB  {'ok' if ok else 'FAILED'}",
+                  file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("| server | requests | failed | fds before → after | RSS KiB before → after | |")
+    print("|---|---|---|---|---|---|")
+    for name, n, e, f0, f1, r0, r1, ok in rows:
+        print(f"| {name} | {n} | {e} | {f0} → {f1} | {r0} → {r1} | {'ok' if ok else 'FAILED'} |")
+    return 1 if failed else 0
