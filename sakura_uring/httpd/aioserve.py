@@ -7,6 +7,7 @@ import socket
 import threading
 
 from .. import Chain, Ring
+from .._native import lib
 
 
 async def ring_call(ring: Ring, build) -> object:
@@ -27,7 +28,13 @@ async def _main(listener, site, stop, ready, handle, ring_kw):
         acceptor = asyncio.create_task(_accept(ring, listener, site, handle, tasks))
         ready.set()
         while not stop.is_set():
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
+            # a safety net under load: reap even if an eventfd wakeup was lost, and wake an
+            # SQPOLL thread that fell asleep with work in the SQ
+            ring._on_eventfd()
+            if ring.sq_needs_wakeup() and lib.sk_sq_pending(ring._r):
+                with ring._lock:
+                    lib.sk_wake(ring._r)
         acceptor.cancel()
         for t in list(tasks):
             t.cancel()

@@ -11,9 +11,24 @@ from .aioserve import ring_call, serve as _serve
 from .http import CLOSING, HEAD_MAX, response_head, split_head
 
 BUFFER = 65536
+BUFFERS = 512
+# A chain that ends in the next recv holds two registered buffers (the file's, the next
+# request's) while the client thinks; with more connections than this, responses and
+# receives go in separate chains, so that waiting connections can't take every buffer.
+MERGE_BELOW = BUFFERS // 2 - 32
+active = 0
 
 
 async def handle(ring, fd, site) -> None:
+    global active
+    active += 1
+    try:
+        await _serve_connection(ring, fd, site)
+    finally:
+        active -= 1
+
+
+async def _serve_connection(ring, fd, site) -> None:
     buf = b""
     prepared: dict = {}       # chains built for this connection, reused for repeats
     while True:
@@ -32,11 +47,11 @@ async def handle(ring, fd, site) -> None:
         if req.status != 200:
             keep = req.keep and req.status not in CLOSING
             more = await _respond(ring, fd, response_head(req.status, 0, keep), None,
-                                  keep and not buf, prepared)
+                                  keep and not buf and active < MERGE_BELOW, prepared)
         else:
             more = await _respond(ring, fd, response_head(200, req.size, req.keep),
                                   None if req.head_only or not req.size else req,
-                                  req.keep and not buf, prepared)
+                                  req.keep and not buf and active < MERGE_BELOW, prepared)
             if more is None:
                 return                          # the response failed: close
         if more is False or (not req.keep) or req.status in CLOSING:
@@ -77,5 +92,5 @@ async def _respond(ring, fd, hdr: bytes, req, recv_next: bool, prepared: dict):
 
 
 def serve(listener, site, stop, ready) -> None:
-    _serve(listener, site, stop, ready, handle, entries=512, sqpoll=True, slots=512,
-           buffers=256, buffer_size=BUFFER)
+    _serve(listener, site, stop, ready, handle, entries=1024, sqpoll=True, slots=1024,
+           buffers=BUFFERS, buffer_size=BUFFER)
