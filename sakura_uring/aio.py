@@ -8,7 +8,7 @@ from .errors import RingFull
 
 
 async def run_async(ring, chain, *, timeout: float | None = None):
-    loop = asyncio.get_running_loop()
+    loop = ring._loop_here() or asyncio.get_running_loop()
     ring._attach_loop(loop)
     fut = loop.create_future()
     delay = 0.0005

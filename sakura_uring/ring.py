@@ -512,7 +512,10 @@ class Ring:
         if st.aio is not None:
             loop, fut = st.aio
             try:
-                loop.call_soon_threadsafe(_set_aio, fut, result, error)
+                if _in_loop(loop):
+                    _set_aio(fut, result, error)     # no self-pipe write: we are its thread
+                else:
+                    loop.call_soon_threadsafe(_set_aio, fut, result, error)
             except RuntimeError:
                 pass   # the loop is closed: nobody is waiting any more
         if self._followers:
@@ -600,6 +603,14 @@ class Ring:
         loop.add_reader(self._efd, self._on_eventfd)
         self._loops[loop] = True
 
+    def _loop_here(self):
+        """The attached asyncio loop running in this thread, found without
+        asyncio.get_running_loop() (which costs a getpid() system call), or None."""
+        for loop in self._loops:
+            if getattr(loop, "_thread_id", None) == threading.get_ident():
+                return loop
+        return None
+
     def _detach_loop(self, loop) -> None:
         self._loops.pop(loop, None)
         try:
@@ -628,6 +639,9 @@ class Ring:
 
 
 def _in_loop(loop) -> bool:
+    tid = getattr(loop, "_thread_id", False)     # set by asyncio while the loop runs
+    if tid is not False:
+        return tid == threading.get_ident()       # (get_running_loop() costs a getpid())
     import asyncio
     try:
         return asyncio.get_running_loop() is loop
