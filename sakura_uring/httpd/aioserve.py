@@ -65,3 +65,22 @@ async def _guarded(handle, ring, fd, site):
             await ring.run_async(c)
         except Exception:
             pass
+
+
+TOO_LARGE = object()
+
+
+async def read_head(ring: Ring, fd: int, buf: bytes):
+    """Receive until `buf` holds a whole request head: (head, rest); None when the client
+    closed; TOO_LARGE when the head outgrew HEAD_MAX (431)."""
+    from .http import HEAD_MAX, split_head
+    parts = split_head(buf)
+    while parts is None:
+        if len(buf) >= HEAD_MAX:
+            return TOO_LARGE
+        res, h = await ring_call(ring, lambda c: c.recv(fd, HEAD_MAX))
+        if res[h].res <= 0:
+            return None
+        buf += res.data(h)
+        parts = split_head(buf)
+    return parts

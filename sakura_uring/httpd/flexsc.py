@@ -2,8 +2,8 @@
 back to Python before the next one is submitted (exception-less, but one round trip each)."""
 from __future__ import annotations
 
-from .aioserve import ring_call, serve as _serve
-from .http import CLOSING, HEAD_MAX, response_head, split_head
+from .aioserve import TOO_LARGE, read_head, ring_call, serve as _serve
+from .http import CLOSING, response_head
 
 CHUNK = 65536
 
@@ -11,16 +11,12 @@ CHUNK = 65536
 async def handle(ring, fd, site) -> None:
     buf = b""
     while True:
-        parts = split_head(buf)
-        while parts is None:
-            if len(buf) >= HEAD_MAX:
-                await _send(ring, fd, response_head(431, 0, False))
-                return
-            res, h = await ring_call(ring, lambda c: c.recv(fd, HEAD_MAX))
-            if res[h].res <= 0:
-                return
-            buf += res.data(h)
-            parts = split_head(buf)
+        parts = await read_head(ring, fd, buf)
+        if parts is TOO_LARGE:
+            await _send(ring, fd, response_head(431, 0, False))
+            return
+        if parts is None:
+            return
         head, buf = parts
         req = site.parse(head)
         if req.status != 200:

@@ -7,7 +7,9 @@ and 431 end the connection. Keep-alive by default in HTTP/1.1, on request in HTT
 from __future__ import annotations
 
 import os
+import socket
 import stat
+import threading
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -112,3 +114,20 @@ class Site:
         if found is None:
             return Request(404, method == b"HEAD", keep)
         return Request(200, method == b"HEAD", keep, found[0], found[1])
+
+
+def accept_loop(listener: socket.socket, stop: threading.Event, ready: threading.Event,
+                on_connection) -> None:
+    """Blocking accepts for the models whose handlers don't accept themselves; wakes every
+    0.2 s to see `stop`. on_connection(conn) takes each accepted socket."""
+    listener.settimeout(0.2)
+    ready.set()
+    while not stop.is_set():
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        conn.settimeout(None)
+        on_connection(conn)

@@ -7,6 +7,7 @@ import socket
 import threading
 
 from ..kernel import KernelRing, handler_path
+from .http import accept_loop
 
 CONNECTIONS = 1024          # request slots: one per open connection
 
@@ -16,18 +17,9 @@ def serve(listener: socket.socket, site, stop: threading.Event,
     rootfd = os.open(site.root, os.O_RDONLY | os.O_DIRECTORY)
     kr = KernelRing(handler_path("http"), entries=4096, buffers=CONNECTIONS,
                     buffer_size=65536)
-    listener.settimeout(0.2)
-    ready.set()
     try:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            # the handler owns the descriptor from here, and closes it
-            kr.call(conn.detach(), rootfd)
+        # the handler owns each descriptor from here, and closes it
+        accept_loop(listener, stop, ready, lambda conn: kr.call(conn.detach(), rootfd))
     finally:
         kr.close()
         os.close(rootfd)

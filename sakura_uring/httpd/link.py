@@ -7,8 +7,8 @@ from __future__ import annotations
 import socket
 
 from .. import Chain
-from .aioserve import ring_call, serve as _serve
-from .http import CLOSING, HEAD_MAX, response_head, split_head
+from .aioserve import TOO_LARGE, read_head, serve as _serve
+from .http import CLOSING, HEAD_MAX, response_head
 
 BUFFER = 65536
 BUFFERS = 512
@@ -32,16 +32,12 @@ async def _serve_connection(ring, fd, site) -> None:
     buf = b""
     prepared: dict = {}       # chains built for this connection, reused for repeats
     while True:
-        parts = split_head(buf)
-        while parts is None:
-            if len(buf) >= HEAD_MAX:
-                await _respond(ring, fd, response_head(431, 0, False), None, False, prepared)
-                return
-            res, h = await ring_call(ring, lambda c: c.recv(fd, HEAD_MAX))
-            if res[h].res <= 0:
-                return
-            buf += res.data(h)
-            parts = split_head(buf)
+        parts = await read_head(ring, fd, buf)
+        if parts is TOO_LARGE:
+            await _respond(ring, fd, response_head(431, 0, False), None, False, prepared)
+            return
+        if parts is None:
+            return
         head, buf = parts
         req = site.parse(head)
         if req.status != 200:

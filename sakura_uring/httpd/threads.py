@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 
-from .http import CLOSING, HEAD_MAX, Site, response_head, split_head
+from .http import CLOSING, HEAD_MAX, Site, accept_loop, response_head, split_head
 
 CHUNK = 65536
 
@@ -49,17 +49,8 @@ def handle(conn: socket.socket, site: Site) -> None:
 
 def serve(listener: socket.socket, site: Site, stop: threading.Event,
           ready: threading.Event) -> None:
-    listener.settimeout(0.2)
-    ready.set()
-    while not stop.is_set():
-        try:
-            conn, _ = listener.accept()
-        except TimeoutError:
-            continue
-        except OSError:
-            return
-        conn.settimeout(None)
-        threading.Thread(target=_guarded, args=(conn, site), daemon=True).start()
+    accept_loop(listener, stop, ready, lambda conn: threading.Thread(
+        target=_guarded, args=(conn, site), daemon=True).start())
 
 
 def _guarded(conn, site):
