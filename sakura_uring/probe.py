@@ -74,21 +74,23 @@ TRACEPOINT_DIRS = ("/sys/kernel/tracing/events/io_uring/io_uring_complete",
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 
-def _cap_eff() -> int:
+def can_trace() -> bool:
+    """Whether this process may load tracing BPF programs: CAP_SYS_ADMIN, or CAP_BPF and
+    CAP_PERFMON, in its effective set."""
+    caps = 0
     try:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
+                    caps = int(line.split()[1], 16)
     except OSError:
         pass
-    return 0
+    return bool(caps >> CAP_SYS_ADMIN & 1 or (caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1))
 
 
 def _kernel_engine(kp: KernelProbe) -> str:
     """"" when kernel handlers work here, else the first reason they don't."""
-    caps = _cap_eff()
-    if not (caps >> CAP_SYS_ADMIN & 1 or (caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1)):
+    if not can_trace():
         return ("this process has neither CAP_SYS_ADMIN nor CAP_BPF + CAP_PERFMON, which "
                 "loading a tracing BPF program needs: run as root with full capabilities, or "
                 "grant them (e.g. setcap cap_bpf,cap_perfmon+ep on the interpreter)")

@@ -26,7 +26,7 @@ struct sk_kring {
     int fd;                           /* the io_uring */
     uint8_t *sqes, *rings, *ctl_mem, *reqs_mem, *bufs;
     size_t sqes_len, rings_len, ctl_len, reqs_len, bufs_len;
-    uint32_t *sq_head, *sq_tail, *sq_flags, *cq_head, *cq_tail, *cq_mask, *cq_overflow;
+    uint32_t *sq_head, *sq_tail, *sq_flags, *cq_head, *cq_tail, *cq_mask;
     struct io_uring_cqe *cqes;
     uint64_t *reserve, *seq;
     struct sk_ctl_head *ctl;
@@ -170,7 +170,6 @@ struct sk_kring *sk_kr_new(const struct sk_kring_params *p, int *err, int *stage
     k->cq_head = (uint32_t *)(k->rings + ip.cq_off.head);
     k->cq_tail = (uint32_t *)(k->rings + ip.cq_off.tail);
     k->cq_mask = (uint32_t *)(k->rings + ip.cq_off.ring_mask);
-    k->cq_overflow = (uint32_t *)(k->rings + ip.cq_off.overflow);
     k->cqes = (struct io_uring_cqe *)(k->rings + ip.cq_off.cqes);
     *stage = 0;
     return k;
@@ -179,7 +178,6 @@ struct sk_kring *sk_kr_new(const struct sk_kring_params *p, int *err, int *stage
 int sk_kr_fd(struct sk_kring *k) { return k->fd; }
 struct sk_req *sk_kr_req(struct sk_kring *k, unsigned i) { return (struct sk_req *)k->reqs_mem + i; }
 uint8_t *sk_kr_buf(struct sk_kring *k, unsigned i) { return k->bufs + (size_t)i * k->p.buf_size; }
-struct sk_ctl_head *sk_kr_ctl(struct sk_kring *k) { return k->ctl; }
 void sk_kr_stats(struct sk_kring *k, struct sk_kring_stats *out) { *out = k->stats; }
 uint64_t sk_kr_outstanding(struct sk_kring *k) { return __atomic_load_n(&k->outstanding, __ATOMIC_ACQUIRE); }
 
@@ -299,6 +297,15 @@ static int skk_finished(struct sk_req *r, uint32_t *st)
     return *st == SK_REQ_DONE_ && __atomic_load_n(&r->inflight, __ATOMIC_ACQUIRE) == 0;
 }
 
+/* Take a finished request to report it: the drainer and a timed-out run() may both try;
+ * the CAS on the state word lets exactly one of them have it. */
+static int skk_claim(struct sk_req *r)
+{
+    uint32_t done = SK_REQ_DONE_;
+    return __atomic_compare_exchange_n(&r->state, &done, SK_REQ_REPORTED_, 0,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
 static void skk_watchdog(struct sk_kring *k)
 {
     if (__atomic_load_n(k->sq_tail, __ATOMIC_ACQUIRE) != __atomic_load_n(k->reserve, __ATOMIC_ACQUIRE))
@@ -351,10 +358,8 @@ int sk_kr_abandon(struct sk_kring *k, unsigned req)
     if (!skk_finished(r, &st))
         return 0;
     /* finished: the drainer may have skipped its final CQE while the slot was still ours,
-     * or may be reporting it right now; the CAS decides who owns it */
-    uint32_t done = SK_REQ_DONE_;
-    if (__atomic_compare_exchange_n(&r->state, &done, SK_REQ_REPORTED_, 0,
-                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+     * or may be reporting it right now */
+    if (skk_claim(r)) {
         __atomic_fetch_sub(&k->async_outstanding, 1, __ATOMIC_RELAXED);
         return 1;
     }
@@ -397,8 +402,8 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
             struct sk_req *r = sk_kr_req(k, req);
             if ((r->gen & 0x7fffffff) != ((ud >> 32) & 0x7fffffff))
                 continue;
-            if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) != SK_REQ_DONE_ ||
-                __atomic_load_n(&r->inflight, __ATOMIC_ACQUIRE) != 0)
+            uint32_t st;
+            if (!skk_finished(r, &st))
                 continue;
             if (__atomic_load_n(&k->sync[req], __ATOMIC_ACQUIRE)) {
                 /* its caller collects it; wake the caller if it sleeps */
@@ -406,9 +411,7 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
                     syscall(__NR_futex, &r->state, FUTEX_WAKE, 1, NULL, NULL, 0);
                 continue;
             }
-            uint32_t done = SK_REQ_DONE_;      /* a timed-out run() may race us for it */
-            if (!__atomic_compare_exchange_n(&r->state, &done, SK_REQ_REPORTED_, 0,
-                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            if (!skk_claim(r))
                 continue;
             out[n++] = req;
             __atomic_fetch_sub(&k->outstanding, 1, __ATOMIC_RELAXED);

@@ -40,7 +40,6 @@ void sk_kr_free(struct sk_kring *k);
 int sk_kr_fd(struct sk_kring *k);
 struct sk_req *sk_kr_req(struct sk_kring *k, unsigned i);
 uint8_t *sk_kr_buf(struct sk_kring *k, unsigned i);
-struct sk_ctl_head *sk_kr_ctl(struct sk_kring *k);
 void sk_kr_stats(struct sk_kring *k, struct sk_kring_stats *out);
 uint64_t sk_kr_outstanding(struct sk_kring *k);
 int sk_kr_boot(struct sk_kring *k, uint64_t boot_ud, long long timeout_ns);

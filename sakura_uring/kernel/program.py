@@ -223,14 +223,12 @@ def load(bcc, handler: str, source_name: str, layout: Layout, boot_ud: int):
         if "Failed to load" not in failure:
             raise HandlerCompileError(f"bcc could not attach the program: {failure}",
                                       source_name, err.text)
-        hint = "hint: keep buffer offsets checked against SK_BUF_SIZE and loops bounded"
-        exc = HandlerCompileError("the BPF verifier refused the kernel handler", source_name,
-                                  err.text + "\n" + failure, hint)
-        if exc.line is None and (insn := _failed_insn(err.text)) is not None:
+        log = err.text + "\n" + failure
+        line = None
+        if _locate(log, source_name)[0] is None and (insn := _failed_insn(err.text)) is not None:
             # libbcc drops BTF line info when it retries a failed load: ask the dump
             line = _insn_source(bcc, parts, source_name, insn)
-            if line is not None:
-                exc = HandlerCompileError("the BPF verifier refused the kernel handler",
-                                          source_name, err.text + "\n" + failure, hint, line=line)
-        raise exc
+        raise HandlerCompileError(
+            "the BPF verifier refused the kernel handler", source_name, log,
+            "hint: keep buffer offsets checked against SK_BUF_SIZE and loops bounded", line=line)
     raise AssertionError("unreachable")

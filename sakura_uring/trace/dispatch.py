@@ -303,10 +303,8 @@ def main(argv=None) -> int:
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
     if bool(cmd) == (args.pid is not None):
         ap.error("give either -p PID or -- COMMAND ...")
-    from ..probe import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, _cap_eff
-    caps = _cap_eff()
-    if os.geteuid() != 0 or not (caps >> CAP_SYS_ADMIN & 1 or
-                                 (caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1)):
+    from ..probe import can_trace
+    if os.geteuid() != 0 or not can_trace():
         print("sakura-uring trace: tracing needs root with CAP_BPF and CAP_PERFMON (or "
               "CAP_SYS_ADMIN); run it as root", file=sys.stderr)
         return 1
