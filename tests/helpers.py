@@ -45,3 +45,39 @@ def make_docroot(root) -> None:
     (root / "sub" / "index.html").write_bytes(b"sub index")
     (root / "escape").symlink_to("/etc/passwd")
     (root.parent / "secret").write_bytes(b"outside the root")
+
+
+def http_get(port: int, path: str, method: str = "GET"):
+    """One request on a fresh connection: (response, body)."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request(method, path)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r, body
+
+
+def http_raw(port: int, request: bytes, *, tolerate_reset: bool = False) -> bytes:
+    """Send raw bytes, read until the server closes. tolerate_reset: a server without a
+    lingering close may reset the connection after its answer."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except ConnectionResetError:
+            if not tolerate_reset:
+                raise
+        return out
+
+
+def assert_answers_bad_request(out: bytes, status: int) -> None:
+    """The answer to a BAD_REQUESTS entry followed by a good request."""
+    assert out.startswith(b"HTTP/1.1 %d " % status), out[:80]
+    if status in (400, 414, 431):                         # and the connection ends there
+        assert out.count(b"HTTP/1.1 ") == 1
+    if status == 405:
+        assert b"Allow: GET, HEAD\r\n" in out
