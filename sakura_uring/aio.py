@@ -15,6 +15,7 @@ async def run_async(ring, chain, *, timeout: float | None = None):
     while True:
         try:
             st = ring._publish(chain, timeout, block=False, aio=(loop, fut))
+            ring._arm_watch(loop)
             break
         except RingFull:
             # completions free room; they arrive through the eventfd reader on this loop

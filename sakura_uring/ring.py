@@ -35,6 +35,7 @@ SQ_CQ_OVERFLOW = 1 << 1
 FEAT_NODROP = 1 << 1
 TAGS_MAX = 256
 SLICE_NS = 50_000_000          # longest a waiter stays in the kernel before re-checking
+AIO_WATCH_S = 0.01             # the asyncio safety net's period while chains are pending
 
 
 def _int(name: str, value, lo: int, hi: int) -> int:
@@ -601,7 +602,29 @@ class Ring:
                     raise OSError(-ret, f"registering an eventfd: {os.strerror(-ret)}")
                 self._efd = efd
         loop.add_reader(self._efd, self._on_eventfd)
-        self._loops[loop] = True
+        self._loops[loop] = True              # or the safety net's TimerHandle while armed
+
+    def _arm_watch(self, loop) -> None:
+        """Called in the loop's thread after a chain is published for it."""
+        if self._loops.get(loop) is True:
+            self._loops[loop] = loop.call_later(AIO_WATCH_S, self._aio_watch, loop)
+
+    def _aio_watch(self, loop) -> None:
+        """A safety net while chains are pending for an asyncio loop: reap even if an
+        eventfd wakeup was lost, and wake a SQPOLL thread asleep with work in the SQ. Under
+        256 HTTP clients on one loop, a lost wakeup stalled connections for good (the cause
+        is not found); with this it costs at most AIO_WATCH_S."""
+        if self._closing or loop not in self._loops:
+            return
+        self._on_eventfd()
+        if not self._pending:
+            self._loops[loop] = True
+            return
+        with self._lock:
+            if (not self._closing and lib.sk_sq_pending(self._r)
+                    and lib.sk_sq_flags(self._r) & SQ_NEED_WAKEUP):
+                lib.sk_wake(self._r)
+        self._loops[loop] = loop.call_later(AIO_WATCH_S, self._aio_watch, loop)
 
     def _loop_here(self):
         """The attached asyncio loop running in this thread, found without
@@ -612,12 +635,13 @@ class Ring:
         return None
 
     def _detach_loop(self, loop) -> None:
-        self._loops.pop(loop, None)
+        watch = self._loops.pop(loop, None)
         try:
             if loop.is_closed():
                 return
-            loop.call_soon_threadsafe(loop.remove_reader, self._efd) if not _in_loop(loop) \
-                else loop.remove_reader(self._efd)
+            for call in ((loop.remove_reader, self._efd),) + \
+                    (((watch.cancel,),) if watch not in (None, True) else ()):
+                loop.call_soon_threadsafe(*call) if not _in_loop(loop) else call[0](*call[1:])
         except RuntimeError:
             pass
 

@@ -7,7 +7,7 @@ import socket
 import threading
 
 from .. import Chain, Ring
-from .._native import lib
+from .http import HEAD_MAX, split_head
 
 
 async def ring_call(ring: Ring, build) -> object:
@@ -28,13 +28,7 @@ async def _main(listener, site, stop, ready, handle, ring_kw):
         acceptor = asyncio.create_task(_accept(ring, listener, site, handle, tasks))
         ready.set()
         while not stop.is_set():
-            await asyncio.sleep(0.01)
-            # a safety net under load: reap even if an eventfd wakeup was lost, and wake an
-            # SQPOLL thread that fell asleep with work in the SQ
-            ring._on_eventfd()
-            if ring.sq_needs_wakeup() and lib.sk_sq_pending(ring._r):
-                with ring._lock:
-                    lib.sk_wake(ring._r)
+            await asyncio.sleep(0.05)
         acceptor.cancel()
         for t in list(tasks):
             t.cancel()
@@ -73,7 +67,6 @@ TOO_LARGE = object()
 async def read_head(ring: Ring, fd: int, buf: bytes):
     """Receive until `buf` holds a whole request head: (head, rest); None when the client
     closed; TOO_LARGE when the head outgrew HEAD_MAX (431)."""
-    from .http import HEAD_MAX, split_head
     parts = split_head(buf)
     while parts is None:
         if len(buf) >= HEAD_MAX:
