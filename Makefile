@@ -1,6 +1,8 @@
 # sakura_uring: every target installs what it needs on first use, and is quick after.
 #   make demo   the main job: wrk against nginx and the HTTP server in four models
 #   make test   the test suite against the real kernel
+#   make matrix the kernel-facing tests on Debian's 5.10 / 6.1 / 6.12 / newest kernels
+#               under QEMU and on the host kernel; writes docs/kernels.md
 SHELL := /bin/bash
 PY    ?= python3
 VENV  := .venv
@@ -9,11 +11,13 @@ CACHE := $(abspath .cache)
 HDRS  := $(CACHE)/kernel-headers
 # Debian packages: liburing for the binding, bcc + headers for tracing, gcc to build
 DEB_PKGS := liburing-dev python3-bpfcc linux-headers-amd64 gcc libc6-dev wrk nginx-light curl
+# the kernel matrix boots other kernels under QEMU with a busybox initramfs
+MATRIX_PKGS := qemu-system-x86 busybox-static
 NATIVE_SRC := $(filter-out %/_sakura.c,$(wildcard sakura_uring/_native/*.[ch])) sakura_uring/_native/build.py
 NATIVE_SO  := $(VENV)/.native-built
 export BCC_KERNEL_SOURCE := $(HDRS)
 
-.PHONY: demo test bench soak setup debs venv bcc mounts clean
+.PHONY: demo test bench soak matrix matrix-ci setup debs matrix-debs venv bcc mounts clean
 
 demo: setup
 	$(VPY) -m sakura_uring.bench http --write
@@ -28,11 +32,18 @@ bench: setup
 soak: setup
 	$(VPY) -m sakura_uring.bench soak
 
+matrix: setup matrix-debs
+	$(VPY) -m sakura_uring.matrix --write
+
+# CI: the oldest and the newest kernel only (the whole .ci/run stays under 25 minutes)
+matrix-ci: setup matrix-debs
+	$(VPY) -m sakura_uring.matrix --kernels oldest,newest
+
 setup: debs venv bcc mounts
 
 # apt-get only when a package is missing (dpkg-query is fast)
-debs:
-	@missing=""; for p in $(DEB_PKGS); do \
+define ensure_debs
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -41,6 +52,13 @@ debs:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+debs:
+	$(call ensure_debs,$(DEB_PKGS))
+
+matrix-debs:
+	$(call ensure_debs,$(MATRIX_PKGS))
 
 venv: $(NATIVE_SO)
 

@@ -4,10 +4,12 @@
  * Defined before this file by the loader, from the kernel's tracefs formats:
  *   TGID                the traced process
  *   SUBMIT_TP           replaced in the text: io_uring_submit_req (>= 5.19) or _submit_sqe
- *   HAVE_COMPLETE_REQ   io_uring_complete has a `req` field (>= 5.19): latency, path
+ *   KEY_<event>         how that event names a request: its address (`req`, >= 5.19 on
+ *                       every event) or, before that, user_data ^ ctx
+ *   HAVE_COMPLETE_REQ   io_uring_complete names the request (else found by user_data)
  *   HAVE_SQ_THREAD      the submit tracepoint has `sq_thread`
  *   HAVE_<event>        for the optional events (QUEUE_ASYNC, POLL_ARM, TASK_ADD, LINK,
- *                       FAIL_LINK, CQE_OVERFLOW)
+ *                       FAIL_LINK, CQE_OVERFLOW), when they name requests the same way
  *   SKIP_BPF_SYSCALLS   the tracer traces its own process: its bpf() calls don't count
  * A missing field or event removes a column, never the tool.
  */
@@ -109,7 +111,7 @@ TRACEPOINT_PROBE(io_uring, SUBMIT_TP)
     int k = kind();
 #endif
     bump(op, k == K_SQPOLL ? C_SUB_SQPOLL : C_SUB_APP);
-    u64 req = (u64)args->req;
+    u64 req = KEY_SUBMIT;
     struct rinfo ri = { .ts = bpf_ktime_get_ns(), .opcode = op, .path = 0 };
     reqs.update(&req, &ri);
     u64 ud = args->user_data ^ ctx;          /* io_uring_cqe_overflow names no req */
@@ -122,8 +124,10 @@ TRACEPOINT_PROBE(io_uring, io_uring_queue_async_work)
 {
     if (!ours((u64)args->ctx))
         return 0;
-    bump(args->opcode, C_PUNTED);
-    mark((u64)args->req, P_IOWQ);
+    u64 req = KEY_QUEUE_ASYNC;
+    struct rinfo *ri = reqs.lookup(&req);      /* its opcode as submitted (5.10 has none) */
+    bump(ri ? ri->opcode : OPS - 1, C_PUNTED);
+    mark(req, P_IOWQ);
     return 0;
 }
 #endif
@@ -132,7 +136,7 @@ TRACEPOINT_PROBE(io_uring, io_uring_queue_async_work)
 TRACEPOINT_PROBE(io_uring, io_uring_poll_arm)
 {
     if (ours((u64)args->ctx))
-        mark((u64)args->req, P_POLL);
+        mark(KEY_POLL_ARM, P_POLL);
     return 0;
 }
 #endif
@@ -141,7 +145,7 @@ TRACEPOINT_PROBE(io_uring, io_uring_poll_arm)
 TRACEPOINT_PROBE(io_uring, io_uring_task_add)
 {
     if (ours((u64)args->ctx))
-        mark((u64)args->req, P_TW);
+        mark(KEY_TASK_ADD, P_TW);
     return 0;
 }
 #endif
@@ -242,7 +246,9 @@ TRACEPOINT_PROBE(io_uring, io_uring_complete)
 #ifdef HAVE_COMPLETE_REQ
     done((u64)args->req, 1);
 #else
-    done(0, 0);
+    u64 ud = args->user_data ^ (u64)args->ctx;
+    u64 *req = by_ud.lookup(&ud);
+    done(req ? *req : 0, req != 0);
 #endif
     return 0;
 }

@@ -27,6 +27,7 @@ class KernelProbe:
     features: frozenset          # IORING_FEAT_* names
     ops: dict                    # sakura_uring op name -> supported?
     io_uring_disabled: str | None
+    direct_descriptors: bool     # openat/accept/socket straight into a fixed slot (5.15)
 
     def supports(self, name: str) -> bool:
         return self.ops.get(name, False)
@@ -52,10 +53,19 @@ def probe() -> KernelProbe:
     except OSError:
         disabled = None
     release = os.uname().release
+    direct = lib.sk_probe_direct()
+    if direct < 0:          # fd 0 closed: 5.15 also brought MKDIRAT
+        direct = int(37 in opcodes)
     return KernelProbe(
         release=release, version=_ops.release_tuple(release), opcodes=opcodes,
         last_op=last[0], features=frozenset(n for b, n in FEATURES.items() if feats & (1 << b)),
-        ops={op.name: op.opcode in opcodes for op in _ops.OPS}, io_uring_disabled=disabled)
+        ops={op.name: op.opcode in opcodes for op in _ops.OPS}, io_uring_disabled=disabled,
+        direct_descriptors=bool(direct))
+
+
+DIRECT_MISSING = ("passing files between steps needs direct descriptors (openat/accept/socket "
+                  "into a fixed file slot, Linux 5.15); this kernel ({release}) lacks them: "
+                  "such chains are refused, chains on plain fds (direct=False) work")
 
 
 @dataclass(frozen=True)
@@ -94,9 +104,8 @@ def _kernel_engine(kp: KernelProbe) -> str:
         return ("this process has neither CAP_SYS_ADMIN nor CAP_BPF + CAP_PERFMON, which "
                 "loading a tracing BPF program needs: run as root with full capabilities, or "
                 "grant them (e.g. setcap cap_bpf,cap_perfmon+ep on the interpreter)")
-    if kp.version < (6, 6):
-        return (f"this kernel is {kp.release}: rings in BPF map memory need "
-                "IORING_SETUP_NO_MMAP (Linux 6.5) and IORING_SETUP_NO_SQARRAY (Linux 6.6)")
+    # The real probe decides (a vendor kernel may carry the features back); the
+    # version only explains a refusal.
     stage = ffi.new("int *")
     rc = lib.sk_kr_probe(stage)
     if rc:
@@ -106,6 +115,10 @@ def _kernel_engine(kp: KernelProbe) -> str:
         if stage[0] == 3 and rc == -22:
             why += (" (this kernel does not accept a ring in non-contiguous memory, as BPF "
                     "map pages are)")
+            if kp.version < (6, 6):
+                why = (f"this kernel is {kp.release}: rings in BPF map memory need "
+                       "IORING_SETUP_NO_MMAP (Linux 6.5) and IORING_SETUP_NO_SQARRAY (Linux 6.6)")
+                return why
         return f"{what} failed: {why}"
     if not any(os.path.isdir(d) for d in TRACEPOINT_DIRS):
         return ("the io_uring:io_uring_complete tracepoint is not visible: mount tracefs "
@@ -128,5 +141,6 @@ def engines() -> dict:
         return {"link": Engine("link", False, str(exc)),
                 "kernel": Engine("kernel", False, str(exc))}
     kernel = _kernel_engine(kp)
-    return {"link": Engine("link", True, ""),
+    link = "" if kp.direct_descriptors else DIRECT_MISSING.format(release=kp.release)
+    return {"link": Engine("link", not link, link),
             "kernel": Engine("kernel", not kernel, kernel)}

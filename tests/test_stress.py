@@ -31,7 +31,7 @@ def test_100k_chains_64_slots_no_leak(tmp_path):
                 assert r.data(1) == bytes([k % 8]) * 512
             seen += 1
         assert seen == n
-        assert open_fds() == before
+        assert not open_fds() - before
         assert_pools_full(ring)
         s = ring.stats()
         assert s["chains"] == n and s["cqes"] == 3 * n

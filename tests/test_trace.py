@@ -38,12 +38,22 @@ def traced_chains(path, n, **ring_kw):
     return tr.final
 
 
+def done_inline(op: str, c: dict, where: str) -> int:
+    """Completions in `where`; an openat whose path lookup can't be done from the dentry
+    cache alone (a root on overlayfs, as in the kernel matrix's guests) is punted to
+    io-wq instead, and then must be counted as punted."""
+    if op == "openat" and c.get("punted"):
+        assert c.get("punted") == c.get("done_iowq"), c
+        return c.get(where, 0) + c.get("done_iowq", 0)
+    return c.get(where, 0)
+
+
 def test_sqpoll_chains_run_in_the_sqpoll_thread_with_no_system_calls(data_file):
     rep = traced_chains(data_file, 1000, sqpoll=True)
     for op in ("openat", "read_fixed", "close"):
         c = rep.ops[op].counts
         assert c.get("sub_sqpoll") == 1000 and not c.get("sub_app"), (op, c)
-        assert c.get("done_sqpoll") == 1000 and c.get("done") == 1000, (op, c)
+        assert done_inline(op, c, "done_sqpoll") == 1000 and c.get("done") == 1000, (op, c)
     t = rep.totals
     assert t["chains"] == t["chains_done"] == 1000 and t["chains_broken"] == 0
     assert rep.requests == 3000
@@ -56,7 +66,7 @@ def test_inline_chains_run_in_the_app_thread_one_enter_per_chain(data_file):
     for op in ("openat", "read_fixed", "close"):
         c = rep.ops[op].counts
         assert c.get("sub_app") == 1000 and not c.get("sub_sqpoll"), (op, c)
-        assert c.get("done_app") == 1000, (op, c)
+        assert done_inline(op, c, "done_app") == 1000, (op, c)
     t = rep.totals
     # one io_uring_enter submits the chain and waits for it; nothing else
     assert 1000 <= t["io_uring_enter"] <= 1010, rep.table()
@@ -140,7 +150,8 @@ def test_cli_runs_a_command_and_prints_json(data_file):
 
 
 def test_cli_traces_a_pid_with_intervals(data_file):
-    proc = subprocess.Popen([sys.executable, "-c", WORKLOAD, str(data_file), "4"])
+    # runs until killed: under emulation (the kernel matrix) attaching takes seconds
+    proc = subprocess.Popen([sys.executable, "-c", WORKLOAD, str(data_file), "120"])
     try:
         time.sleep(1.0)
         out = subprocess.run([sys.executable, "-m", "sakura_uring.cli", "trace", "-p",
@@ -189,7 +200,8 @@ def test_cq_overflows_are_counted():
 
 def test_a_missing_field_or_event_removes_a_column_not_the_tool(tmp_path, monkeypatch,
                                                                   data_file):
-    """An older kernel's formats: io_uring_complete without `req`, no poll_arm event."""
+    """An older kernel's formats: io_uring_complete without `req` (< 5.19), no poll_arm
+    event. Completions are then matched to submissions by user_data."""
     from sakura_uring.trace import dispatch
     fake = tmp_path / "io_uring"
     shutil.copytree(dispatch.EVENT_DIRS[0], fake, ignore=shutil.ignore_patterns("enable", "filter", "trigger", "id"))
@@ -200,8 +212,38 @@ def test_a_missing_field_or_event_removes_a_column_not_the_tool(tmp_path, monkey
     with su.Ring(64, sqpoll=True) as ring, DispatchTracer() as tr:
         run_chains(ring, data_file, 50)
     rep = tr.final
-    assert any("req field" in m for m in rep.missing) and "io_uring_poll_arm" in rep.missing
-    # submissions are still attributed; completions lose their opcode and latency
-    assert rep.ops["openat"].counts["sub_sqpoll"] == 50
-    assert rep.ops["?"].counts["done_sqpoll"] == 150 and not rep.ops["?"].hist
+    assert rep.missing == ["io_uring_poll_arm"]
+    for op in ("openat", "read_fixed", "close"):
+        c = rep.ops[op].counts
+        assert c["sub_sqpoll"] == 50 and c["done"] == 50, (op, c)
+        assert sum(rep.ops[op].hist.values()) == 50
+    assert "?" not in rep.ops and rep.totals["unmatched"] == 0
     assert "not on this kernel" in rep.table()
+
+
+def test_5_10_formats_name_requests_by_user_data(tmp_path, monkeypatch, data_file):
+    """Linux 5.10's events name no request address (no `req` in submit, complete,
+    poll_arm, task_add; fail_link without ctx): requests are keyed by user_data ^ ctx,
+    and what can't be matched that way (links, io-wq punts) is listed as missing."""
+    from sakura_uring.trace import dispatch
+    fake = tmp_path / "io_uring"
+    shutil.copytree(dispatch.EVENT_DIRS[0], fake, ignore=shutil.ignore_patterns("enable", "filter", "trigger", "id"))
+    for ev in ("io_uring_submit_req", "io_uring_complete", "io_uring_poll_arm",
+               "io_uring_task_add"):
+        fmt = fake / ev / "format"
+        fmt.write_text("\n".join(ln for ln in fmt.read_text().splitlines() if " req;" not in ln))
+    fmt = fake / "io_uring_queue_async_work" / "format"
+    fmt.write_text("\n".join(ln for ln in fmt.read_text().splitlines()
+                             if " opcode;" not in ln and " user_data;" not in ln))
+    monkeypatch.setattr(dispatch, "EVENT_DIRS", [fake])
+    macros, missing = dispatch.kernel_macros()
+    assert macros["KEY_SUBMIT"] == macros["KEY_POLL_ARM"] == "(args->user_data ^ (u64)args->ctx)"
+    assert any(m.startswith("io_uring_queue_async_work (") for m in missing)
+    assert any(m.startswith("io_uring_link (") for m in missing)
+    with su.Ring(64, sqpoll=True) as ring, DispatchTracer() as tr:
+        run_chains(ring, data_file, 50)
+    rep = tr.final
+    for op in ("openat", "read_fixed", "close"):
+        c = rep.ops[op].counts
+        assert c["sub_sqpoll"] == 50 and c["done"] == 50, (op, c)
+    assert rep.totals["unmatched"] == 0 and rep.totals["chains"] == 0

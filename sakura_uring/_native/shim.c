@@ -490,3 +490,30 @@ int sk_probe(uint8_t *supported, unsigned max_ops, int *last_op)
     io_uring_queue_exit(&ring);
     return (int)p.features;
 }
+
+/* Whether openat can put its file straight into a fixed slot (direct descriptors,
+ * Linux 5.15): no feature bit says so, so open "/" into a one-slot table and see.
+ * 1 yes, 0 no, < 0 the probe itself failed. */
+int sk_probe_direct(void)
+{
+    if (fcntl(0, F_GETFD) < 0) return -EBADF;
+    struct io_uring ring;
+    struct io_uring_cqe *cqe;
+    int fd = -1, ret = io_uring_queue_init(2, &ring, 0);
+    if (ret < 0) return ret;
+    ret = io_uring_register_files(&ring, &fd, 1);
+    if (ret == 0) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+        io_uring_prep_openat_direct(sqe, AT_FDCWD, "/", O_RDONLY | O_DIRECTORY, 0, 0);
+        ret = io_uring_submit_and_wait(&ring, 1);
+        if (ret >= 0 && (ret = io_uring_wait_cqe(&ring, &cqe)) == 0) {
+            /* before 5.15 the slot index is ignored and a plain fd comes back: never 0
+             * while fd 0 is open, which the caller makes sure of */
+            if (cqe->res > 0) close(cqe->res);
+            ret = cqe->res == 0;
+            io_uring_cqe_seen(&ring, cqe);
+        }
+    }
+    io_uring_queue_exit(&ring);
+    return ret;
+}

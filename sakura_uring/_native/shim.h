@@ -64,5 +64,6 @@ int sk_release_slots(struct sk_ring *r, const int32_t *slots, unsigned n);
 int sk_register_slot(struct sk_ring *r, unsigned slot, int fd);
 int sk_register_eventfd(struct sk_ring *r, int fd);
 int sk_probe(uint8_t *supported, unsigned max_ops, int *last_op);
+int sk_probe_direct(void);
 int sk_lay_nops(struct sk_ring *r, unsigned n, uint64_t user_data);
 int sk_known_ops(uint8_t *out, unsigned max);

@@ -97,11 +97,12 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as exc:
         print(f"sakura-uring httpd: {exc}", file=sys.stderr)
         return 1
-    print(f"serving {srv.site.root} at {srv.url} with model {args.model}: {MODELS[args.model]}",
-          file=sys.stderr, flush=True)
     done = threading.Event()
+    # handlers first: whoever reads the line below may stop us at once
     signal.signal(signal.SIGINT, lambda *a: done.set())
     signal.signal(signal.SIGTERM, lambda *a: done.set())
+    print(f"serving {srv.site.root} at {srv.url} with model {args.model}: {MODELS[args.model]}",
+          file=sys.stderr, flush=True)
     while not done.wait(0.2):
         if not srv._t.is_alive():
             break

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -50,6 +51,16 @@ TOTALS = ("syscalls", "io_uring_enter", "cq_overflows", "chains", "chains_done",
 OPTIONAL = {"io_uring_queue_async_work": "HAVE_QUEUE_ASYNC", "io_uring_poll_arm": "HAVE_POLL_ARM",
             "io_uring_task_add": "HAVE_TASK_ADD", "io_uring_link": "HAVE_LINK",
             "io_uring_fail_link": "HAVE_FAIL_LINK", "io_uring_cqe_overflow": "HAVE_CQE_OVERFLOW"}
+# the fields each optional event's probe reads besides the request's name
+NEEDS = {"io_uring_queue_async_work": {"ctx"}, "io_uring_poll_arm": {"ctx"},
+         "io_uring_task_add": {"ctx"}, "io_uring_link": {"ctx", "req", "target_req"},
+         "io_uring_fail_link": {"ctx", "link", "opcode"},
+         "io_uring_cqe_overflow": {"ctx", "user_data"}}
+# events whose probe names a request (and so must name it as the submit event does)
+KEYED = {"io_uring_queue_async_work", "io_uring_poll_arm", "io_uring_task_add",
+         "io_uring_link", "io_uring_fail_link"}
+
+
 def opname(opcode: int) -> str:
     if opcode == OPS - 1:
         return "?"                       # a completion whose submission was not seen
@@ -65,26 +76,52 @@ def _format(event: str) -> str | None:
         return None
 
 
+def _fields(event: str) -> set:
+    """The field names of an event's format (empty when the event doesn't exist)."""
+    return set(re.findall(r"field:[^;]*?(\w+)(?:\[\w*\])?;", _format(event) or ""))
+
+
 def kernel_macros() -> tuple[dict, list[str]]:
-    """The program's macros for this kernel's tracepoints, and what they leave out."""
+    """The program's macros for this kernel's tracepoints, and what they leave out.
+    Requests are named by address (`req`) where the submit event has it (>= 5.19), else
+    by user_data ^ ctx, and every event must name them the same way to be used."""
     macros, missing = {}, []
     submit = "io_uring_submit_req" if _format("io_uring_submit_req") else "io_uring_submit_sqe"
-    sub = _format(submit)
-    if sub is None or _format("io_uring_complete") is None:
+    sub = _fields(submit)
+    if not sub or not _fields("io_uring_complete"):
         raise TracingUnavailable("this kernel has no io_uring submit/complete tracepoints "
                                  "(CONFIG_IO_URING with tracepoints is needed)")
+    by_req = "req" in sub
+
+    def key(fields: set) -> str | None:
+        if by_req and "req" in fields:
+            return "((u64)args->req)"
+        if not by_req and {"user_data", "ctx"} <= fields:
+            return "(args->user_data ^ (u64)args->ctx)"
+        return None
+
     macros["SUBMIT_TP"] = submit
-    if "sq_thread;" in sub:
+    macros["KEY_SUBMIT"] = key(sub)
+    if "sq_thread" in sub:
         macros["HAVE_SQ_THREAD"] = 1
-    if " req;" in (_format("io_uring_complete") or ""):
+    if by_req and "req" in _fields("io_uring_complete"):
         macros["HAVE_COMPLETE_REQ"] = 1
-    else:
-        missing.append("latency and completion paths (io_uring_complete has no req field)")
     for event, macro in OPTIONAL.items():
-        if _format(event):
-            macros[macro] = 1
-        else:
+        fields = _fields(event)
+        need = NEEDS.get(event, set())
+        k = key(fields)
+        if not fields:
             missing.append(event)
+        elif not need <= fields or (event in KEYED and k is None):
+            lacking = ", ".join(sorted(need - fields)) or "a request name matching the submit event's"
+            missing.append(f"{event} (no {lacking})")
+        else:
+            macros[macro] = 1
+            if event in KEYED:
+                macros["KEY_" + macro[len("HAVE_"):]] = k
+    if "HAVE_FAIL_LINK" in macros and "HAVE_LINK" not in macros:
+        del macros["HAVE_FAIL_LINK"]            # broken chains are found through links
+        missing.append("io_uring_fail_link (needs io_uring_link)")
     return macros, missing
 
 
