@@ -216,6 +216,7 @@ static __always_inline void done(u64 req, int known)
     } else {
         total(T_UNMATCHED);
     }
+#ifdef HAVE_LINK   /* chains need io_uring_link; fetching atomics need 5.12 anyway */
     u64 *head = known ? member_of.lookup(&req) : 0;
     if (head) {
         u64 h = *head;
@@ -226,6 +227,7 @@ static __always_inline void done(u64 req, int known)
         }
         member_of.delete(&req);
     }
+#endif
     u32 col;
     if (path & P_POLL)
         col = C_DONE_POLL;

@@ -29,6 +29,12 @@ class KernelProbe:
     io_uring_disabled: str | None
     direct_descriptors: bool     # openat/accept/socket straight into a fixed slot (5.15)
 
+    @property
+    def linked_files(self) -> bool:
+        """Whether a step may use a file an earlier step of its chain put in a slot: direct
+        descriptors, and fixed files looked up when the step runs (FEAT_LINKED_FILE)."""
+        return self.direct_descriptors and "LINKED_FILE" in self.features
+
     def supports(self, name: str) -> bool:
         return self.ops.get(name, False)
 
@@ -64,8 +70,19 @@ def probe() -> KernelProbe:
 
 
 DIRECT_MISSING = ("passing files between steps needs direct descriptors (openat/accept/socket "
-                  "into a fixed file slot, Linux 5.15); this kernel ({release}) lacks them: "
-                  "such chains are refused, chains on plain fds (direct=False) work")
+                  "into a fixed file slot, Linux 5.15) looked up when the step runs "
+                  "(IORING_FEAT_LINKED_FILE, Linux 5.18); this kernel ({release}) lacks "
+                  "{what}: chains that open into slots are refused, chains on plain fds "
+                  "(direct=False) work")
+
+
+def direct_missing(kp: KernelProbe) -> str:
+    """Why chains can't pass files between steps here, or "" when they can."""
+    if kp.linked_files:
+        return ""
+    what = ("both" if not kp.direct_descriptors and "LINKED_FILE" not in kp.features else
+            "direct descriptors" if not kp.direct_descriptors else "IORING_FEAT_LINKED_FILE")
+    return DIRECT_MISSING.format(release=kp.release, what=what)
 
 
 @dataclass(frozen=True)
@@ -141,6 +158,6 @@ def engines() -> dict:
         return {"link": Engine("link", False, str(exc)),
                 "kernel": Engine("kernel", False, str(exc))}
     kernel = _kernel_engine(kp)
-    link = "" if kp.direct_descriptors else DIRECT_MISSING.format(release=kp.release)
+    link = direct_missing(kp)
     return {"link": Engine("link", not link, link),
             "kernel": Engine("kernel", not kernel, kernel)}

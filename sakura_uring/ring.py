@@ -26,7 +26,7 @@ from . import ops as _ops
 from ._native import ffi, lib
 from .chain import MAX_STEPS, STATX_SIZE, Chain, Fixed, Frozen, _check_int, _check_timeout
 from .errors import ChainError, IoUringUnavailable, RingClosed, RingFull, UnsupportedOperation
-from .probe import DIRECT_MISSING, probe
+from .probe import direct_missing, probe
 from .result import ChainResult
 
 SETUP_SQPOLL = 1 << 1
@@ -346,8 +346,8 @@ class Ring:
             raise ChainError(f"the chain opens {fz.nslots} files at once but the ring has "
                              f"{self.slots - len(self._registered)} slots for chains: pass "
                              f"Ring(slots=...) larger")
-        if fz.nslots and not self._kernel.direct_descriptors:
-            raise UnsupportedOperation(DIRECT_MISSING.format(release=self._kernel.release))
+        if fz.nslots and not self._kernel.linked_files:
+            raise UnsupportedOperation(direct_missing(self._kernel))
         missing = fz.opcodes - self._supported
         if missing:
             op = _ops.BY_OPCODE[min(missing)]

@@ -16,7 +16,7 @@ def test_engines_agree_with_what_the_kernel_does():
     eng = su.engines()
     assert set(eng) == {"link", "kernel"}
     kp = su.probe()
-    assert eng["link"].available == kp.direct_descriptors
+    assert eng["link"].available == kp.linked_files
     with su.Ring(8) as r:
         c = su.Chain()
         f = c.openat("/", os.O_RDONLY | os.O_DIRECTORY)
@@ -24,7 +24,7 @@ def test_engines_agree_with_what_the_kernel_does():
         if eng["link"]:
             assert eng["link"].reason == "" and r.run(c).ok
         else:
-            assert "Linux 5.15" in eng["link"].reason
+            assert "Linux 5.15" in eng["link"].reason and "LINKED_FILE" in eng["link"].reason
             with pytest.raises(su.UnsupportedOperation, match="direct descriptors"):
                 r.run(c)
     nop = ("static int on_complete(struct sk_event *e)\n"

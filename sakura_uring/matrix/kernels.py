@@ -41,6 +41,10 @@ SUITES = ("bullseye", "bullseye-security", "bookworm", "bookworm-security", "boo
 GUEST_MODULES = ("virtio_pci", "9p", "9pnet_virtio", "overlay")
 
 
+# bump when what is unpacked per kernel changes: a cached kernel is then unpacked again
+LAYOUT = "layout-2"
+
+
 class FetchError(Exception):
     """A kernel could not be fetched; the message says which step failed."""
 
@@ -177,7 +181,7 @@ def fetch(apt: Apt, spec: KernelSpec, cache: Path, log=print) -> Fetched:
     dest = cache / "kernels" / spec.label
     stamp = dest / "FETCHED"
     package = f"{image} {kver} ({spec.suite})"
-    if stamp.exists() and stamp.read_text().strip() == package:
+    if stamp.exists() and stamp.read_text().strip() == f"{package} {LAYOUT}":
         return _fetched(spec.label, release, package, dest)
     log(f"[{spec.label}] fetching {package}")
     shutil.rmtree(dest, ignore_errors=True)
@@ -201,7 +205,7 @@ def fetch(apt: Apt, spec: KernelSpec, cache: Path, log=print) -> Fetched:
         moddir = root / "lib/modules" / release
     if not _module_closure(moddir, GUEST_MODULES):
         raise FetchError(f"{package} has no 9p modules: the guest can't mount the host's root")
-    stamp.write_text(package + "\n")
+    stamp.write_text(f"{package} {LAYOUT}\n")
     return _fetched(spec.label, release, package, dest)
 
 

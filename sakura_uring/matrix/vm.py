@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -78,7 +79,7 @@ def initramfs(k: Fetched, repo: Path, out: Path, args=()) -> Path:
     for m in mods:
         entries.append((f"modules/{m.name}", stat.S_IFREG | 0o644, m.read_bytes()))
     init = INIT.format(booted=BOOTED, modules=" ".join(m.name for m in mods), headers=k.headers,
-                       repo=repo, args=" ".join(args))
+                       repo=repo, args=shlex.join(args))
     entries.append(("init", stat.S_IFREG | 0o755, init.encode()))
     out.write_bytes(gzip.compress(_cpio(entries), 1))
     return out
