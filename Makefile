@@ -11,7 +11,8 @@ CACHE := $(abspath .cache)
 HDRS  := $(CACHE)/kernel-headers
 # Debian packages: liburing for the binding, bcc + headers for tracing, gcc to build
 DEB_PKGS := liburing-dev python3-bpfcc linux-headers-amd64 gcc libc6-dev wrk nginx-light curl
-# the kernel matrix boots other kernels under QEMU with a busybox initramfs
+# the kernel matrix boots other kernels under QEMU with a busybox initramfs (its own
+# tests boot one too, so `make test` installs these as well)
 MATRIX_PKGS := qemu-system-x86 busybox-static
 NATIVE_SRC := $(filter-out %/_sakura.c,$(wildcard sakura_uring/_native/*.[ch])) sakura_uring/_native/build.py
 NATIVE_SO  := $(VENV)/.native-built
@@ -22,7 +23,7 @@ export BCC_KERNEL_SOURCE := $(HDRS)
 demo: setup
 	$(VPY) -m sakura_uring.bench http --write
 
-test: setup
+test: setup matrix-debs
 	$(VPY) -m pytest -q tests
 
 bench: setup

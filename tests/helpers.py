@@ -83,3 +83,11 @@ def assert_answers_bad_request(out: bytes, status: int) -> None:
         assert out.count(b"HTTP/1.1 ") == 1
     if status == 405:
         assert b"Allow: GET, HEAD\r\n" in out
+
+
+def require_link_engine() -> None:
+    """For a test whose chains pass files between steps in other threads (where the
+    library's refusal would not reach pytest): refuse the same way up front."""
+    e = su.engines()["link"]
+    if not e:
+        raise su.UnsupportedOperation(e.reason)

@@ -8,7 +8,7 @@ import pytest
 import sakura_uring as su
 from sakura_uring import Chain, Link
 
-from helpers import assert_pools_full
+from helpers import assert_pools_full, require_link_engine
 
 
 def _cat(path):
@@ -21,6 +21,7 @@ def _cat(path):
 
 @pytest.mark.parametrize("sqpoll", [False, True])
 def test_threads_submitting_at_once(tmp_path, sqpoll):
+    require_link_engine()
     files = []
     for i in range(4):
         p = tmp_path / f"t{i}"

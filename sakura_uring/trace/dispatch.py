@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import ops as _ops
+from ..probe import bpf_atomic_fetch
 from .bccenv import TracingUnavailable, load_bcc
 from .syscount import NAMES
 
@@ -119,8 +120,13 @@ def kernel_macros() -> tuple[dict, list[str]]:
             macros[macro] = 1
             if event in KEYED:
                 macros["KEY_" + macro[len("HAVE_"):]] = k
+    if "HAVE_LINK" in macros and not bpf_atomic_fetch():
+        # chain accounting counts members down with atomics that return a value
+        del macros["HAVE_LINK"], macros["KEY_LINK"]
+        missing.append("io_uring_link (chain columns need BPF atomics that return a value, "
+                       "Linux 5.12)")
     if "HAVE_FAIL_LINK" in macros and "HAVE_LINK" not in macros:
-        del macros["HAVE_FAIL_LINK"]            # broken chains are found through links
+        del macros["HAVE_FAIL_LINK"], macros["KEY_FAIL_LINK"]   # found through links
         missing.append("io_uring_fail_link (needs io_uring_link)")
     return macros, missing
 
