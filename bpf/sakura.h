@@ -24,6 +24,12 @@
 #include <uapi/linux/errno.h>
 #include <uapi/linux/fcntl.h>
 
+/* Handlers name their steps READ, WRITE, ...: Linux 7.x defines READ 0 and WRITE 1 in
+ * linux/types.h, which every BPF program includes (before, only linux/kernel.h had them),
+ * and a step named READ would silently become 0, SK_START. */
+#undef READ
+#undef WRITE
+
 /* ---- layout (shared with kring.c) ------------------------------------------------ */
 
 /* An io_uring SQE, field for field (include/uapi/linux/io_uring.h). 64 bytes. */

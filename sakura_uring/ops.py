@@ -61,6 +61,7 @@ KERNEL_OP_NAMES: tuple[str, ...] = (
     "read_multishot", "waitid", "futex_wait", "futex_wake", "futex_waitv",
     "fixed_fd_install", "ftruncate", "bind", "listen", "recv_zc", "epoll_wait",
     "readv_fixed", "writev_fixed", "pipe",
+    "nop128", "uring_cmd128",                       # Linux 7.x (the kernel matrix's sid)
 )
 
 BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
