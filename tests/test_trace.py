@@ -13,6 +13,8 @@ import sakura_uring as su
 from sakura_uring.kernel import KernelRing
 from sakura_uring.trace import DispatchTracer
 
+from helpers import require_link_engine
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -144,6 +146,7 @@ with su.Ring(64, sqpoll=True) as ring:
 
 
 def test_cli_runs_a_command_and_prints_json(data_file):
+    require_link_engine()                   # the workload's chains pass a file along
     out = subprocess.run([sys.executable, "-m", "sakura_uring.cli", "trace", "-d", "10",
                           "--json", "--", sys.executable, "-c", WORKLOAD, str(data_file), "1"],
                          capture_output=True, text=True, timeout=120)
@@ -156,6 +159,7 @@ def test_cli_runs_a_command_and_prints_json(data_file):
 
 
 def test_cli_traces_a_pid_with_intervals(data_file):
+    require_link_engine()
     # runs until killed: under emulation (the kernel matrix) attaching takes seconds
     proc = subprocess.Popen([sys.executable, "-c", WORKLOAD, str(data_file), "120"])
     try:
@@ -202,7 +206,12 @@ def test_cq_overflows_are_counted():
         for st in states:
             ring._wait(st)
     rep = tr.final
-    assert rep.totals["cq_overflows"] >= 64 - 8, rep.table()
+    if "io_uring_cqe_overflow" in rep.missing:
+        # before 5.19 there is no such event, and an overflowing CQE still fires
+        # io_uring_complete: every completion counts, the overflow can't be seen
+        assert rep.totals["cq_overflows"] == 0
+    else:
+        assert rep.totals["cq_overflows"] >= 64 - 8, rep.table()
     assert rep.ops["nop"].counts["done"] == 64
 
 

@@ -51,6 +51,11 @@ def facts() -> dict:
         out["probe_error"] = f"{type(exc).__name__}: {exc}"
     out["engines"] = {name: {"available": e.available, "reason": e.reason}
                       for name, e in su.engines().items()}
+    try:                        # what `sakura-uring trace` leaves out on this kernel
+        from sakura_uring.trace.dispatch import kernel_macros
+        out["tracer_missing"] = kernel_macros()[1]
+    except Exception as exc:
+        out["tracer_missing"] = [f"the tracer itself: {exc}"]
     return out
 
 

@@ -109,6 +109,10 @@ def render(rows: list) -> str:
             label = {"link": "Link engine (`Ring`)", "kernel": "Kernel handlers (`KernelRing`)"}[name]
             out.append(f"- {label}: " + ("available." if e.get("available")
                                          else f"unavailable — {e.get('reason', '?')}"))
+        if "tracer_missing" in res:
+            out.append("- Tracer: " + ("every column." if not res["tracer_missing"] else
+                                       "not on this kernel: " + "; ".join(res["tracer_missing"])
+                                       + "."))
         skips = r.skips()
         if skips:
             out.append(f"- Skipped ({sum(skips.values())}):")
