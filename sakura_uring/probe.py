@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from dataclasses import dataclass
 
 from . import ops as _ops
@@ -163,30 +164,48 @@ def engines() -> dict:
             "kernel": Engine("kernel", not kernel, kernel)}
 
 
+def bpf_prog_load(prog_type: int, insns, *, license: bytes = b"GPL", log_level: int = 0,
+                  log_size: int = 0) -> tuple[int, int, str]:
+    """bpf(BPF_PROG_LOAD) with nothing but instructions: (fd or -1, errno, verifier log).
+    `insns` is bytes or (address, byte length) of instructions already relocated (bcc's).
+    Retries the EAGAIN a load gets right after a ring closed (its pending task_work)."""
+    import ctypes
+    import struct
+    if isinstance(insns, bytes):
+        keep = ctypes.create_string_buffer(insns, len(insns))
+        addr, size = ctypes.addressof(keep), len(insns)
+    else:
+        addr, size = insns
+    lic = ctypes.create_string_buffer(license)
+    log = ctypes.create_string_buffer(log_size) if log_size else None
+    # union bpf_attr for BPF_PROG_LOAD: prog_type, insn_cnt, insns, license, log_level,
+    # log_size, log_buf (the rest zero)
+    attr = ctypes.create_string_buffer(struct.pack(
+        "<IIQQIIQ", prog_type, size // 8, addr, ctypes.addressof(lic), log_level if log else 0,
+        log_size, ctypes.addressof(log) if log else 0), 128)
+    libc = ctypes.CDLL(None, use_errno=True)
+    for _ in range(5):
+        fd = libc.syscall(321, 5, attr, 128)        # SYS_bpf, BPF_PROG_LOAD
+        err = 0 if fd >= 0 else ctypes.get_errno()
+        if err != 11:
+            break
+        time.sleep(0.05)
+    return fd, err, log.value.decode(errors="replace") if log else ""
+
+
 @functools.lru_cache(maxsize=1)
 def bpf_atomic_fetch() -> bool:
     """Whether the BPF verifier takes atomics that return the old value (BPF_FETCH,
     cmpxchg: Linux 5.12). LLVM emits them for a __sync_fetch_and_add whose result is
     used; a kernel without them refuses the whole program ("BPF_STX uses reserved
     fields"). Asked of the kernel with a four-instruction socket filter."""
-    import ctypes
     import struct
     # r1 = 0; *(u64 *)(r10 - 8) = r1; r2 = 1;
     # r2 = atomic_fetch_add((u64 *)(r10 - 8), r2); r0 = 0; exit
     insns = b"".join(struct.pack("<BBhi", code, regs, off, imm) for code, regs, off, imm in (
         (0xb7, 0x01, 0, 0), (0x7b, 0x1a, -8, 0), (0xb7, 0x02, 0, 1),
         (0xdb, 0x2a, -8, 0x01), (0xb7, 0x00, 0, 0), (0x95, 0x00, 0, 0)))
-    prog = ctypes.create_string_buffer(insns, len(insns))
-    lic = ctypes.create_string_buffer(b"GPL")
-    # union bpf_attr for BPF_PROG_LOAD: prog_type, insn_cnt, insns, license (rest zero)
-    attr = ctypes.create_string_buffer(struct.pack("<IIQQ", 1, len(insns) // 8,
-                                                   ctypes.addressof(prog),
-                                                   ctypes.addressof(lic)), 128)
-    libc = ctypes.CDLL(None, use_errno=True)
-    for _ in range(5):      # EAGAIN right after a ring closed: pending task_work
-        fd = libc.syscall(321, 5, attr, 128)        # bpf(BPF_PROG_LOAD, ...)
-        if fd >= 0 or ctypes.get_errno() != 11:
-            break
+    fd, _, _ = bpf_prog_load(1, insns)                  # a socket filter
     if fd >= 0:
         os.close(fd)
     return fd >= 0

@@ -85,6 +85,14 @@ def assert_answers_bad_request(out: bytes, status: int) -> None:
         assert b"Allow: GET, HEAD\r\n" in out
 
 
+def require_kernel_engine() -> None:
+    """For a test of kernel handlers that opens no KernelRing first: refuse as it would."""
+    e = su.engines()["kernel"]
+    if not e:
+        from sakura_uring.kernel import KernelHandlersUnavailable
+        raise KernelHandlersUnavailable(f"kernel handlers are unavailable: {e.reason}")
+
+
 def require_link_engine() -> None:
     """For a test whose chains pass files between steps in other threads (where the
     library's refusal would not reach pytest): refuse the same way up front."""

@@ -195,28 +195,31 @@ static __always_inline int hexval(int c)
 #define CONN_KEEP     0x6e3a206b6565702dULL    /* "n: keep-" */
 static __always_inline void scan(struct sk_req *r, struct sk_buf *b)
 {
-    u64 w = r->WIN, lw = r->LWIN, fl = r->FLAGS;
-    u32 i = r->SCANNED, end = r->RCVD;
+    /* What the loop carries lives in the request's map memory, read and written through
+     * volatile: the verifier then sees unknown values at the top of every iteration, and
+     * every path through one iteration ends in the same state (kept in registers, each
+     * combination of flags is a state of its own; Linux 7.x's verifier no longer prunes
+     * them, and the loop alone exceeds its million-instruction budget). */
+    volatile u64 *w = &r->WIN, *lw = &r->LWIN, *fl = &r->FLAGS, *i = &r->SCANNED;
+    u32 end = r->RCVD;
     for (u32 k = 0; k < SCAN_STEP; k++) {
-        if (i >= end)
+        u32 at = *i;
+        if (at >= end)
             break;
-        u8 c = SK_BYTE(b, i);
-        i++;
-        w = w << 8 | c;
-        lw = lw << 8 | (c | 0x20);
-        if (lw == CONN_CLOSE)
-            fl |= F_CONN_CLOSE;
-        else if (lw == CONN_KEEP)
-            fl |= F_CONN_KEEP;
-        if ((u32)w == END_OF_HEADER || (u16)w == 0x0a0a) {     /* or bare "\n\n" */
-            fl |= F_HDR_DONE;
+        u8 c = SK_BYTE(b, at);
+        *i = at + 1;
+        u64 lo = *lw << 8 | (c | 0x20), raw = *w << 8 | c;
+        *lw = lo;
+        *w = raw;
+        if (lo == CONN_CLOSE)
+            *fl |= F_CONN_CLOSE;
+        else if (lo == CONN_KEEP)
+            *fl |= F_CONN_KEEP;
+        if ((u32)raw == END_OF_HEADER || (u16)raw == 0x0a0a) {     /* or bare "\n\n" */
+            *fl |= F_HDR_DONE;
             break;
         }
     }
-    r->WIN = w;
-    r->LWIN = lw;
-    r->FLAGS = fl;
-    r->SCANNED = i;
 }
 
 /* One slice of parsing the request line. Returns 0 when it pushed the next step (another
@@ -252,9 +255,12 @@ static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
         r->DO = 0;
         r->DSTATE = 0;
     }
-    /* decode the target into PATH_OFF: %XX; stop at ' '; drop from '?' or '#' on */
-    u32 t = r->DT, o = r->DO, stop = r->DSTATE, done = 0;
+    /* decode the target into PATH_OFF: %XX; stop at ' '; drop from '?' or '#' on. As in
+     * scan(), the loop's carried values live in map memory (volatile) */
+    volatile u64 *tp = &r->DT, *op = &r->DO, *stop = &r->DSTATE;
+    int done = 0;
     for (u32 k = 0; k < PARSE_STEP; k++) {
+        u32 t = *tp;
         if (t - base >= URI_MAX + 8)
             return 414;
         int c = SK_BYTE(b, t);
@@ -264,29 +270,27 @@ static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
             done = 1;
             break;
         }
-        t++;
-        if (stop || c == '?' || c == '#') {
-            stop = 1;
+        *tp = t + 1;
+        if (*stop || c == '?' || c == '#') {
+            *stop = 1;
             continue;
         }
         if (c == '%') {
-            int h = hexval(SK_BYTE(b, t)), l = hexval(SK_BYTE(b, t + 1));
+            int h = hexval(SK_BYTE(b, t + 1)), l = hexval(SK_BYTE(b, t + 2));
             if (h < 0 || l < 0)
                 return 400;
             c = h * 16 + l;
-            t += 2;
+            *tp = t + 3;
         }
         if (c == 0)
             return 400;
+        u32 o = *op;
         SK_BYTE(b, PATH_OFF + o) = c;
-        o++;
+        *op = o + 1;
     }
-    if (!done) {                           /* the next slice, in the next completion */
-        r->DT = t;
-        r->DO = o;
-        r->DSTATE = stop;
+    if (!done)                             /* the next slice, in the next completion */
         return sk_nop(e, PARSE);
-    }
+    u32 t = r->DT, o = r->DO;
     if (o >= URI_MAX)
         return 414;
     /* " HTTP/1.1" or " HTTP/1.0" */

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .program import BPF_DIR, HandlerCompileError
+from .program import BPF_DIR, HandlerCompileError, VerifierStats, verifier_stats
 from .ring import HandlerResult, HandlerStalled, KernelHandlersUnavailable, KernelRing
 
 HANDLERS_DIR = BPF_DIR / "handlers"
@@ -26,4 +26,5 @@ def handler_path(name: str) -> Path:
 
 
 __all__ = ["KernelRing", "HandlerResult", "HandlerStalled", "HandlerCompileError",
-           "KernelHandlersUnavailable", "handler_path", "HANDLERS_DIR"]
+           "KernelHandlersUnavailable", "handler_path", "HANDLERS_DIR", "VerifierStats",
+           "verifier_stats"]
