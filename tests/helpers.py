@@ -99,3 +99,68 @@ def require_link_engine() -> None:
     e = su.engines()["link"]
     if not e:
         raise su.UnsupportedOperation(e.reason)
+
+
+def cat_steps() -> tuple[str, ...]:
+    """The opcodes of one Cat chain on this kernel, as the tracer names them."""
+    if su.probe().linked_files:
+        return ("openat", "read_fixed", "close")
+    return ("read_fixed", "write_fixed")
+
+
+class Cat:
+    """The chain the tracer tests watch: read a file inside the kernel.
+
+    Where steps can pass a file along (linked files, 5.15/5.18): openat into a slot, read,
+    close. Where they can't (5.10): read, then write the bytes read to /dev/null, over
+    files registered here beforehand — still linked steps with a registered buffer under
+    the same submit and completion paths, so every column but openat's and close's is
+    exercised."""
+
+    def __init__(self, ring: su.Ring, path):
+        self.ring, self.path = ring, path
+        self.linked = su.probe().linked_files
+        self.steps = cat_steps()
+        self._files = []
+        if not self.linked:
+            for p, flags in ((path, os.O_RDONLY), (os.devnull, os.O_WRONLY)):
+                fd = os.open(p, flags)
+                try:
+                    self._files.append(ring.register_file(fd))
+                except BaseException:
+                    self.close()
+                    raise
+                finally:
+                    os.close(fd)                # the slot holds the file now
+
+    def chain(self) -> su.Chain:
+        c = su.Chain()
+        if self.linked:
+            f = c.openat(self.path)
+            c.read(f, 4096)
+            c.close(f)
+        else:
+            src, null = self._files
+            c.write(null, c.read(src, 4096))
+        return c
+
+    def run(self, n: int, *, ok: bool = True) -> None:
+        for _ in range(n):
+            r = self.ring.run(self.chain())
+            assert r.ok is ok, r
+
+    def close(self) -> None:
+        while self._files:
+            self.ring.unregister_file(self._files.pop())
+
+    def __enter__(self) -> "Cat":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def unreadable(tmp_path):
+    """A path whose Cat chain fails at its first step: a missing file for openat, a
+    directory (EISDIR) for read."""
+    return tmp_path / "missing" if su.probe().linked_files else tmp_path

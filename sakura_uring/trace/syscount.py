@@ -35,12 +35,12 @@ NAMES = {0: "read", 1: "write", 2: "open", 3: "close", 9: "mmap", 11: "munmap", 
          23: "select", 281: "epoll_pwait", 8: "lseek", 5: "fstat", 332: "statx", 14: "rt_sigprocmask",
          230: "clock_nanosleep", 35: "nanosleep", 24: "sched_yield", 39: "getpid", 4: "stat",
          6: "lstat", 10: "mprotect", 12: "brk", 13: "rt_sigaction", 16: "ioctl", 17: "pread64",
-         44: "sendto", 45: "recvfrom", 72: "fcntl", 217: "getdents64", 262: "newfstatat",
+         44: "sendto", 45: "recvfrom", 72: "fcntl", 217: "getdents64",
          321: "bpf", 298: "perf_event_open", 56: "clone", 435: "clone3", 59: "execve",
          61: "wait4", 62: "kill", 15: "rt_sigreturn", 318: "getrandom", 302: "prlimit64",
          334: "rseq", 273: "set_robust_list", 218: "set_tid_address", 89: "readlink",
          79: "getcwd", 102: "getuid", 107: "geteuid", 104: "getgid", 108: "getegid",
-         257: "openat", 158: "arch_prctl", 20: "writev", 19: "readv"}
+         158: "arch_prctl", 20: "writev", 19: "readv"}
 
 
 class SyscallCounter:
@@ -50,10 +50,10 @@ class SyscallCounter:
         self.pid = os.getpid() if pid is None else pid
         bcc = load_bcc()
         try:
-            self._bpf = bcc.BPF(text=_PROG.replace("TGID", str(self.pid)))
+            self._bpf = bcc.BPF(text=_PROG.replace("TGID", str(self.pid)).encode())
         except Exception as exc:
             raise TracingUnavailable(f"bcc could not load the syscall counter: {exc}") from exc
-        self._counts = self._bpf["counts"]
+        self._counts = self._bpf[b"counts"]
         self._base = self._snapshot()
         self._end = None
 
