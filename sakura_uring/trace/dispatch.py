@@ -114,8 +114,9 @@ def kernel_macros() -> tuple[dict, list[str]]:
         if not fields:
             missing.append(event)
         elif not need <= fields or (event in KEYED and k is None):
-            lacking = ", ".join(sorted(need - fields)) or "a request name matching the submit event's"
-            missing.append(f"{event} (no {lacking})")
+            lacking = ", ".join(sorted(need - fields))
+            missing.append(f"{event} (no {lacking})" if lacking else
+                           f"{event} (names requests unlike the submit event)")
         else:
             macros[macro] = 1
             if event in KEYED:
