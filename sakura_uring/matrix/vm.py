@@ -37,16 +37,28 @@ mount -t tmpfs -o size=75% rw /rw && mkdir -p /rw/upper /rw/work
 mount -t overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work overlay /newroot \
   || fail "overlayfs over the 9p root failed"
 for d in proc sys dev; do mount --move /$d /newroot/$d; done
+# a checkout under /tmp or /run (a CI clone) stays visible under the guest's own tmpfs
+repo={repo}
+case "$repo" in
+  /tmp/*|/run/*) mkdir -p /keep && mount --bind "/newroot$repo" /keep \
+                   || fail "binding the checkout $repo failed" ;;
+  *) repo= ;;
+esac
 mount -t tmpfs tmp /newroot/tmp
 mount -t tmpfs run /newroot/run
+if [ -n "$repo" ]; then
+  mkdir -p "/newroot$repo" && mount --bind /keep "/newroot$repo" \
+    || fail "the checkout $repo could not be kept visible under the guest's /tmp or /run"
+fi
 mount -t bpf bpf /newroot/sys/fs/bpf 2>/dev/null
 mount -t tracefs tracefs /newroot/sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /newroot/sys/kernel/debug 2>/dev/null
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 hostname sakura-matrix
 chroot /newroot /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-  BCC_KERNEL_SOURCE={headers} SAKURA_MATRIX=1 PYTHONUNBUFFERED=1 \
-  /bin/sh -c 'cd {repo} && exec .venv/bin/python -m sakura_uring.matrix.inside {args}'
+  {headers_env} {repo_env} SAKURA_MATRIX=1 PYTHONUNBUFFERED=1 \
+  /bin/sh -c 'cd "$SAKURA_REPO" && exec .venv/bin/python -m sakura_uring.matrix.inside "$@"' \
+  inside {args}
 echo "SAKURA-MATRIX-EXIT rc=$?"
 poweroff -f
 """
@@ -78,8 +90,11 @@ def initramfs(k: Fetched, repo: Path, out: Path, args=()) -> Path:
     entries.append(("bin/sh", stat.S_IFLNK | 0o777, b"busybox"))
     for m in mods:
         entries.append((f"modules/{m.name}", stat.S_IFREG | 0o644, m.read_bytes()))
-    init = INIT.format(booted=BOOTED, modules=" ".join(m.name for m in mods), headers=k.headers,
-                       repo=repo, args=shlex.join(args))
+    repo = Path(repo).resolve()           # the guest resolves no host symlink
+    init = INIT.format(booted=BOOTED, modules=" ".join(m.name for m in mods),
+                       headers_env=shlex.quote(f"BCC_KERNEL_SOURCE={k.headers}"),
+                       repo=shlex.quote(str(repo)), repo_env=shlex.quote(f"SAKURA_REPO={repo}"),
+                       args=shlex.join(args))
     entries.append(("init", stat.S_IFREG | 0o755, init.encode()))
     out.write_bytes(gzip.compress(_cpio(entries), 1))
     return out
