@@ -66,6 +66,11 @@ class Layout:
     reqs: int
     buf_size: int
 
+    @staticmethod
+    def default_cq(entries: int, reqs: int) -> int:
+        """KernelRing's CQ when none is given: twice the SQ, or 16 CQEs per request."""
+        return max(2 * entries, 1 << (16 * reqs - 1).bit_length())
+
     @property
     def ring_pages(self) -> int:
         # struct io_rings' header is well under a page; the CQEs follow it
@@ -190,23 +195,25 @@ def _attach(prog) -> None:
         prog.attach_tracepoint(tp=f"io_uring:{tp}".encode(), fn_name=fn.name)
 
 
+def _compiled(bcc, parts, source_name: str):
+    """The compiled module (maps created, nothing loaded), or HandlerCompileError with the
+    compiler's words and the handler's line."""
+    with _CapturedStderr() as err:
+        try:
+            return _compile(bcc, program_text(parts))
+        except Exception as exc:  # bcc raises bare Exception
+            failure = str(exc)
+    if "Failed to compile" in failure:
+        raise HandlerCompileError("the kernel handler does not compile", source_name, err.text)
+    raise HandlerCompileError(f"bcc failed: {failure}", source_name, err.text)
+
+
 def load(bcc, handler: str, source_name: str, layout: Layout, boot_ud: int):
     """Compile, load and attach; returns the bcc.BPF object. Nothing stays behind when
     any step fails."""
     source_name = _c_string(source_name)
     parts = program_parts(handler, source_name, layout, boot_ud)
-    text = program_text(parts)
-    with _CapturedStderr() as err:
-        try:
-            prog = _compile(bcc, text)
-        except Exception as exc:  # bcc raises bare Exception
-            failure = str(exc)
-        else:
-            failure = None
-    if failure is not None:
-        if "Failed to compile" in failure:
-            raise HandlerCompileError("the kernel handler does not compile", source_name, err.text)
-        raise HandlerCompileError(f"bcc failed: {failure}", source_name, err.text)
+    prog = _compiled(bcc, parts, source_name)
     # BPF_PROG_LOAD can fail with EAGAIN right after an io_uring is closed (its pending
     # task_work counts as a pending signal): retry as libbpf does
     for attempt in range(5):
@@ -263,19 +270,14 @@ def verifier_stats(handler, *, layout: Layout | None = None) -> VerifierStats:
     from ..probe import bpf_prog_load
     from ..trace.bccenv import load_bcc
     if isinstance(handler, os.PathLike):
-        name, handler = str(handler), Path(handler).read_text()
+        name, handler = _c_string(str(handler)), Path(handler).read_text()
     else:
         name = "<handler>"
-    layout = layout or Layout(256, 1024, 64, 65536)
+    # KernelRing's defaults: 256 entries, 64 requests of 64 KiB
+    layout = layout or Layout(256, Layout.default_cq(256, 64), 64, 65536)
     bcc = load_bcc()
     from bcc.libbcc import lib
-    parts = program_parts(handler, _c_string(name), layout, 1)
-    with _CapturedStderr() as err:
-        try:
-            prog = _compile(bcc, program_text(parts))
-        except Exception as exc:  # bcc raises bare Exception
-            raise HandlerCompileError("the kernel handler does not compile", name,
-                                      err.text + "\n" + str(exc)) from None
+    prog = _compiled(bcc, program_parts(handler, name, layout, 1), name)
     try:
         fn = b"tracepoint__io_uring__io_uring_complete"
         start, size = lib.bpf_function_start(prog.module, fn), lib.bpf_function_size(prog.module, fn)

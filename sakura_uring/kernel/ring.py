@@ -108,7 +108,7 @@ class KernelRing:
         requests = _check_int("buffers", buffers, 1, 65535, ValueError)
         buffer_size = _pow2("buffer_size", buffer_size, 4096, 4 << 20)
         if cq_entries is None:
-            cq_entries = max(2 * entries, 1 << (16 * requests - 1).bit_length())
+            cq_entries = program.Layout.default_cq(entries, requests)
         cq_entries = _pow2("cq_entries", cq_entries, entries, 1 << 20)
         sq_idle_ms = _check_int("sq_idle_ms", sq_idle_ms, 0, 60_000, ValueError)
         if sq_cpu is not None:
