@@ -129,6 +129,9 @@ struct sk_event {
     u32 batch_n;              /*   its size, */
     u32 batch_i;              /*   and how many of it are written */
     u32 sqe_flags;            /* IOSQE_* flags for the pushes of this event, e.g. SK_ASYNC */
+    u32 personality;          /* io_uring personality for the pushes of this event (0: the
+                                 ring creator's credentials), e.g. for an openat2 that must
+                                 check an unprivileged user's permissions */
 };
 
 /* e->sqe_flags = SK_ASYNC: the next pushes go straight to an io-wq worker (IOSQE_ASYNC),
@@ -254,7 +257,7 @@ static __always_inline int sk_push(struct sk_event *e, u32 step, u8 op, s32 fd, 
     s->op_flags = op_flags;
     s->user_data = SK_UD(e->req, step, e->gen);
     s->buf_index = 0;
-    s->personality = 0;
+    s->personality = e->personality;
     s->file_index = 0;
     s->addr3 = 0;
     s->pad = 0;

@@ -60,7 +60,7 @@ def test_keep_alive_and_close(srv):
         r.read()
         assert r.getheader("Connection") == "keep-alive"
     c.close()
-    out = raw(srv, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    out = raw(srv, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"<h1>sakura</h1>\n")
     out = raw(srv, b"GET / HTTP/1.0\r\n\r\n")
     assert b"Connection: close" in out and out.endswith(b"<h1>sakura</h1>\n")
@@ -68,7 +68,7 @@ def test_keep_alive_and_close(srv):
 
 @pytest.mark.parametrize("request_,status", BAD_REQUESTS)
 def test_bad_requests_get_the_right_status(srv, request_, status):
-    out = raw(srv, request_ + b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    out = raw(srv, request_ + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert_answers_bad_request(out, status)
 
 

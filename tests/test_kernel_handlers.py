@@ -268,9 +268,10 @@ def test_verifier_refusal_names_its_line():
 
 # Kernels differ in how much of a program the verifier walks: Linux 7.2 walked http.c's
 # header scan more than six times as far as 6.18 did, past the 1,000,000 budget, while
-# the loop kept its values in registers. A shipped handler keeps a wide margin, measured
-# on every kernel of the matrix.
-VERIFIER_MARGIN = 120_000
+# the loop kept its values in registers. A shipped handler keeps a wide margin (5x),
+# measured on every kernel of the matrix: http.c, with its header checks (Host,
+# Content-Length, Transfer-Encoding, Connection tokens, bare CR), walks ~148,000.
+VERIFIER_MARGIN = 200_000
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in HANDLERS_DIR.glob("*.c")))

@@ -89,13 +89,13 @@ def test_connection_close_and_http10(www):
     assert out.endswith(b"<h1>sakura</h1>\n")            # and then the server closed it
     out = http_raw(www.port, b"GET / HTTP/1.0\r\n\r\n")
     assert b"Connection: close" in out and out.endswith(b"<h1>sakura</h1>\n")
-    out = http_raw(www.port, b"GET / HTTP/1.1\nConnection: close\n\n")   # bare LF line ends
+    out = http_raw(www.port, b"GET / HTTP/1.1\nHost: x\nConnection: close\n\n")   # bare LF line ends
     assert out.startswith(b"HTTP/1.1 200 OK")
 
 
 @pytest.mark.parametrize("request_,status", BAD_REQUESTS)
 def test_bad_requests_get_the_right_status(www, request_, status):
-    out = http_raw(www.port, request_ + b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    out = http_raw(www.port, request_ + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert_answers_bad_request(out, status)
 
 

@@ -1,21 +1,34 @@
 /* http.c — an HTTP/1.1 static-file request handler, all in kernel: recv, parse the request
- * line, open (beneath the root), statx, read, send headers and body, then keep-alive
- * (recv again) or close. One request of the KernelRing is one connection.
+ * line and header, open (beneath the root, as the serving user), statx, read, send headers
+ * and body, then keep-alive (recv again) or close. One request of the KernelRing is one
+ * connection.
  *
- *     kr.call(conn_fd, root_dir_fd)  ->  HandlerResult(result=<responses sent>)
+ *     kr.call(conn_fd, root_dir_fd, personality)  ->  HandlerResult(result=<responses sent>)
  *
- * GET and HEAD; 200, 400 (malformed), 404 (missing, not a regular file, or outside the
- * root), 405 (other methods), 414 (target over 1 KiB), 431 (header over 4 KiB).
- * openat2(RESOLVE_BENEATH) refuses any path that would leave the root, whatever `..`,
- * %2e%2e, absolute path or symlink it uses: the kernel checks, not a parser.
- * Pipelined requests are served in order: bytes after one request's header are scanned as
- * the next request before anything more is received. */
+ * The same rules as sakura_uring/httpd/http.py: GET and HEAD; 200, 400 (malformed: a bad
+ * request line, a bare CR, a folded or duplicate header, HTTP/1.1 without Host, a bad or
+ * repeated Content-Length), 403 (the serving user may not read it), 404 (missing, not a
+ * regular file, or outside the root), 405 (other methods), 413 (a body over 1 MiB), 414
+ * (target over 1 KiB), 431 (one request's header over 4 KiB), 501 (Transfer-Encoding),
+ * 503 (out of fds), 505 (HTTP/2+ on this port).
+ * openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS) refuses any path that would leave the
+ * root, whatever `..`, %2e%2e, absolute path or symlink it uses: the kernel checks, not a
+ * parser; O_NONBLOCK keeps a FIFO from hanging it; the SQE carries the personality given as
+ * arg[2] (an unprivileged user's credentials, 0: the ring creator's).
+ * A Content-Length body is received and dropped, never parsed as a request. Pipelined
+ * requests are served in order: bytes after one request are scanned as the next request
+ * before anything more is received, and moved to the start of the receive area when the
+ * next request needs more room. v[17..18] say what the connection waits for, and since
+ * when, for the application's timeouts (sakura_uring/httpd/kernel.py). */
 #if SK_BUF_SIZE < 16384
 #error "http.c needs KernelRing(buffer_size >= 16384)"
 #endif
 
 #define MSG_NOSIGNAL_  0x4000
 #define AT_EMPTY_PATH_ 0x1000
+#define O_NONBLOCK_    04000
+#define O_NOCTTY_      0400
+#define O_CLOEXEC_     02000000
 #define REQ_MAX   4096             /* receive area [0, 4096) */
 #define PATH_OFF  4096             /* decoded path, NUL-terminated */
 #define URI_MAX   1024
@@ -24,16 +37,30 @@
 #define STX_OFF   5632             /* struct statx */
 #define BODY_OFF  8192             /* headers end here, the body starts here */
 #define CHUNK     (SK_BUF_SIZE - BODY_OFF)
+#define BODY_MAX  (1 << 20)        /* nginx's client_max_body_size default */
 
-/* SCAN and PARSE are NOPs the handler pushes to itself: the verifier walks a bounded loop
- * one iteration at a time and gives up past ~8,000 pending branches, so long work is cut
- * into slices of SCAN_STEP / PARSE_STEP bytes, one completion each. */
-enum { RECV = 1, SCAN, PARSE, OPEN, STATX, READ, SEND, CLOSE_FILE, CLOSE_SOCK, SHUTDOWN, DRAIN };
-#define SCAN_STEP  64
-#define PARSE_STEP 32
+/* SCAN, PARSE and COMPACT are NOPs the handler pushes to itself: the verifier walks a
+ * bounded loop one iteration at a time and gives up past ~8,000 pending branches, so long
+ * work is cut into slices, one completion each. */
+enum { RECV = 1, SCAN, PARSE, OPEN, STATX, READ, SEND, CLOSE_FILE, CLOSE_SOCK, SHUTDOWN, DRAIN,
+       DISCARD, COMPACT };
+#define SCAN_STEP    64
+#define PARSE_STEP   32
+#define COMPACT_STEP 256
 enum { F_KEEP = 1, F_HEAD = 2, F_HDR_PENDING = 4, F_CONN_CLOSE = 8, F_CONN_KEEP = 16,
-       F_HDR_DONE = 32, /* the blank line ending the header was seen */
-       F_LINGER = 64    /* an error ends the connection: drain what the client still sends */ };
+       F_HDR_DONE = 32,    /* the blank line ending the header was seen */
+       F_LINGER = 64,      /* an error ends the connection: drain what the client still sends */
+       F_HOST = 128,       /* a Host header */
+       F_IN_CL = 256,      /* inside a Content-Length value */
+       F_CL = 512,         /* a Content-Length was given */
+       F_CL_DIGIT = 1024,  /* ... with at least one digit */
+       F_TE = 2048,        /* a Transfer-Encoding header */
+       F_BAD = 4096,       /* a bare CR, a folded line, a duplicate Host or Content-Length */
+       F_IN_CONN = 8192,   /* inside a Connection value */
+       F_ABS = 16384,      /* absolute-form target: no Host needed */
+       F_405 = 32768 };    /* a method we don't serve */
+/* what the connection waits for (v[18]), since v[17] (bpf_ktime_get_ns, CLOCK_MONOTONIC) */
+enum { PH_BUSY = 0, PH_IDLE = 1, PH_HEAD = 2, PH_SEND = 3, PH_LINGER = 4 };
 /* v[]: */
 #define SERVED  v[0]
 #define RCVD    v[1]
@@ -47,11 +74,21 @@ enum { F_KEEP = 1, F_HEAD = 2, F_HDR_PENDING = 4, F_CONN_CLOSE = 8, F_CONN_KEEP 
 #define SSTART  v[9]     /* buffer offset of the current send */
 #define FLAGS   v[10]
 #define HLEN    v[11]
-#define LWIN    v[12]    /* the same, lowercased */
+#define LWIN    v[12]    /* the last 8 bytes, lowercased */
 #define DSTATE  v[13]    /* while parsing: 1 after '?' or '#' */
 #define DT      v[14]    /* while parsing: next byte of the target; 0 = not started */
-#define DO      v[15]    /* while parsing: bytes of decoded path */
+#define DO      v[15]    /* while parsing: bytes of decoded path; while compacting: bytes moved */
 #define BASE    v[16]    /* where the current request starts in the receive area */
+#define WSINCE  v[17]    /* read by the application: see PH_* */
+#define PHASE   v[18]
+#define CLEN    v[19]    /* Content-Length: body bytes still to drop */
+#define LWIN2   v[20]    /* the 8 lowercased bytes before LWIN */
+
+static __always_inline void phase(struct sk_req *r, u64 p)
+{
+    r->PHASE = p;
+    r->WSINCE = bpf_ktime_get_ns();
+}
 
 #define PUT_LIT(b, off, lit) ({                                                 \
     const char __s[] = lit;                                                     \
@@ -59,6 +96,27 @@ enum { F_KEEP = 1, F_HEAD = 2, F_HDR_PENDING = 4, F_CONN_CLOSE = 8, F_CONN_KEEP 
     _Pragma("unroll") for (u32 __i = 0; __i < sizeof(__s) - 1; __i++)           \
         SK_BYTE(b, __o + __i) = __s[__i];                                       \
     __o + (u32)sizeof(__s) - 1; })
+
+/* Status lines: one table, so a line's length is never counted by hand. */
+#define STATUS_LINES(X)                                                          \
+    X(200, "HTTP/1.1 200 OK\r\n")                                                \
+    X(403, "HTTP/1.1 403 Forbidden\r\n")                                         \
+    X(404, "HTTP/1.1 404 Not Found\r\n")                                         \
+    X(405, "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\n")           \
+    X(413, "HTTP/1.1 413 Content Too Large\r\n")                                 \
+    X(414, "HTTP/1.1 414 URI Too Long\r\n")                                      \
+    X(431, "HTTP/1.1 431 Request Header Fields Too Large\r\n")                   \
+    X(501, "HTTP/1.1 501 Not Implemented\r\n")                                   \
+    X(503, "HTTP/1.1 503 Service Unavailable\r\n")                               \
+    X(505, "HTTP/1.1 505 HTTP Version Not Supported\r\n")
+#define STATUS_400 "HTTP/1.1 400 Bad Request\r\n"
+#define STATUS_LEN(code, lit) case code: sl = sizeof(lit) - 1; break;
+#define STATUS_PUT(code, lit) case code: o = PUT_LIT(b, o, lit); break;
+
+static __always_inline int closes(int status)
+{
+    return status == 400 || status >= 413 && status != 405;
+}
 
 /* Write the status line and headers so that they end at BODY_OFF; returns their length. */
 static __always_inline u32 put_header(struct sk_buf *b, int status, u64 len, int keep)
@@ -74,22 +132,14 @@ static __always_inline u32 put_header(struct sk_buf *b, int status, u64 len, int
     }
     u32 sl;
     switch (status) {
-    case 200: sl = 17; break;
-    case 400: sl = 26; break;
-    case 404: sl = 24; break;
-    case 405: sl = 51; break;
-    case 414: sl = 27; break;
-    default:  sl = 47; break;          /* 431 */
+    STATUS_LINES(STATUS_LEN)
+    default: sl = sizeof(STATUS_400) - 1; break;
     }
     u32 hlen = sl + 16 + nd + 2 + (keep ? 26 : 21);
     u32 o = BODY_OFF - hlen;
     switch (status) {
-    case 200: o = PUT_LIT(b, o, "HTTP/1.1 200 OK\r\n"); break;
-    case 400: o = PUT_LIT(b, o, "HTTP/1.1 400 Bad Request\r\n"); break;
-    case 404: o = PUT_LIT(b, o, "HTTP/1.1 404 Not Found\r\n"); break;
-    case 405: o = PUT_LIT(b, o, "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\n"); break;
-    case 414: o = PUT_LIT(b, o, "HTTP/1.1 414 URI Too Long\r\n"); break;
-    default:  o = PUT_LIT(b, o, "HTTP/1.1 431 Request Header Fields Too Large\r\n"); break;
+    STATUS_LINES(STATUS_PUT)
+    default: o = PUT_LIT(b, o, STATUS_400); break;
     }
     o = PUT_LIT(b, o, "Content-Length: ");
     t = len;
@@ -114,14 +164,15 @@ static __always_inline int start_send(struct sk_event *e, u32 start, u32 len)
     r->SSTART = start;
     r->SLEN = len;
     r->SDONE = 0;
+    phase(r, PH_SEND);
     return sk_send(e, SEND, r->arg[0], start, len, MSG_NOSIGNAL_);
 }
 
-/* A response without a body; 400, 414 and 431 also end the connection. */
+/* A response without a body; the errors in closes() also end the connection. */
 static __always_inline int respond(struct sk_event *e, struct sk_buf *b, int status)
 {
     struct sk_req *r = e->r;
-    if (status == 400 || status == 414 || status == 431) {
+    if (closes(status)) {
         r->FLAGS &= ~(u64)F_KEEP;
         r->FLAGS |= F_LINGER;
     }
@@ -134,18 +185,33 @@ static __always_inline int respond(struct sk_event *e, struct sk_buf *b, int sta
 
 static __always_inline int scanned(struct sk_event *e, struct sk_buf *b);
 
-/* Wait for the next request; bytes already received after the last one (pipelining) are
- * scanned first. */
+/* Wait for the next request: first drop what is left of the last one's body; bytes
+ * already received after it (pipelining) are scanned before anything more is received. */
 static __always_inline int recv_request(struct sk_event *e)
 {
     struct sk_req *r = e->r;
-    r->WIN = r->LWIN = 0;
+    if (r->CLEN) {
+        u64 avail = r->RCVD - r->SCANNED;
+        u64 take = avail < r->CLEN ? avail : r->CLEN;
+        r->SCANNED += take;
+        r->CLEN -= take;
+        if (r->CLEN) {
+            r->RCVD = r->SCANNED = r->BASE = 0;
+            if (r->PHASE != PH_HEAD)
+                phase(r, PH_HEAD);
+            u32 n = r->CLEN < REQ_MAX ? r->CLEN : REQ_MAX;   /* never into the next request */
+            return sk_recv(e, DISCARD, r->arg[0], 0, n, 0);
+        }
+    }
+    r->WIN = r->LWIN = r->LWIN2 = 0;
     r->FLAGS = r->FILEFD = r->SIZE = r->FOFF = r->HLEN = 0;
     if (r->SCANNED < r->RCVD) {
         r->BASE = r->SCANNED;
+        phase(r, PH_HEAD);
         return sk_nop(e, SCAN);
     }
     r->RCVD = r->SCANNED = r->BASE = 0;
+    phase(r, PH_IDLE);
     return sk_recv(e, RECV, r->arg[0], 0, REQ_MAX, 0);
 }
 
@@ -156,6 +222,7 @@ static __always_inline int close_connection(struct sk_event *e)
         sk_close(e, CLOSE_FILE, r->FILEFD - 1);
         r->FILEFD = 0;
     }
+    phase(r, PH_BUSY);
     return sk_close(e, CLOSE_SOCK, r->arg[0]);
 }
 
@@ -173,8 +240,10 @@ static __always_inline int response_done(struct sk_event *e)
         /* closing with unread bytes would send a reset that can overtake the response:
          * end our side, read until the client closes (at most 16 x 4 KiB), then close */
         r->RCVD = 0;
+        phase(r, PH_LINGER);
         return sk_shutdown(e, SHUTDOWN, r->arg[0], 1);
     }
+    phase(r, PH_BUSY);
     return sk_close(e, CLOSE_SOCK, r->arg[0]);
 }
 
@@ -186,13 +255,27 @@ static __always_inline int hexval(int c)
     return -1;
 }
 
-/* Scan up to SCAN_STEP new bytes for the blank line that ends the header and for a
- * Connection value. Two rolling 8-byte windows of the last bytes (raw, and lowercased)
- * stand in for state machines: compared with constants, they never become values the
- * verifier has to track precisely, so the loop stays cheap to verify. */
+/* Scan up to SCAN_STEP new bytes for the blank line that ends the header, and for the
+ * headers that matter: Host, Content-Length (its value), Transfer-Encoding, Connection (its
+ * tokens). Rolling windows of the last 16 bytes (raw, and lowercased) stand in for state
+ * machines: compared with constants, they never become values the verifier has to track
+ * precisely, so the loop stays cheap to verify. A header name is matched with the line
+ * feed before it, so "X-Host:" is not "Host:". */
 #define END_OF_HEADER 0x0d0a0d0aU              /* "\r\n\r\n" */
-#define CONN_CLOSE    0x6e3a20636c6f7365ULL    /* "n: close" */
-#define CONN_KEEP     0x6e3a206b6565702dULL    /* "n: keep-" */
+#define W_HOST        0x2a686f73743aULL        /* "\nhost:" (6 bytes; '\n' | 0x20 is '*') */
+#define W_CONTENT     0x2a636f6e74656e74ULL    /* "\ncontent" */
+#define W_LENGTH      0x2d6c656e6774683aULL    /* "-length:" */
+#define W_ANSFER_E    0x616e736665722d65ULL    /* "ansfer-e" (of "\ntransfer-encoding:") */
+#define W_NCODING     0x6e636f64696e673aULL    /* "ncoding:" */
+#define W_CON         0x2a636f6eULL            /* "\ncon" (4 bytes) */
+#define W_NECTION     0x6e656374696f6e3aULL    /* "nection:" */
+#define W_CLOSE       0x636c6f7365ULL          /* "close" (5 bytes) */
+#define W_P_ALIVE     0x702d616c697665ULL      /* "p-alive" (7 bytes) of "keep-alive" */
+#define W_KEE         0x6b6565ULL              /* "kee" (3 bytes) */
+static __always_inline int token_edge(u64 c)
+{
+    return c == ' ' || c == ')' || c == ',' || c == ':';     /* ')': a tab, lowercased */
+}
 static __always_inline void scan(struct sk_req *r, struct sk_buf *b)
 {
     /* What the loop carries lives in the request's map memory, read and written through
@@ -200,7 +283,8 @@ static __always_inline void scan(struct sk_req *r, struct sk_buf *b)
      * every path through one iteration ends in the same state (kept in registers, each
      * combination of flags is a state of its own; Linux 7.x's verifier no longer prunes
      * them, and the loop alone exceeds its million-instruction budget). */
-    volatile u64 *w = &r->WIN, *lw = &r->LWIN, *fl = &r->FLAGS, *i = &r->SCANNED;
+    volatile u64 *w = &r->WIN, *lw = &r->LWIN, *lw2 = &r->LWIN2, *fl = &r->FLAGS,
+                 *i = &r->SCANNED, *cl = &r->CLEN;
     u32 end = r->RCVD;
     for (u32 k = 0; k < SCAN_STEP; k++) {
         u32 at = *i;
@@ -208,13 +292,56 @@ static __always_inline void scan(struct sk_req *r, struct sk_buf *b)
             break;
         u8 c = SK_BYTE(b, at);
         *i = at + 1;
-        u64 lo = *lw << 8 | (c | 0x20), raw = *w << 8 | c;
-        *lw = lo;
-        *w = raw;
-        if (lo == CONN_CLOSE)
-            *fl |= F_CONN_CLOSE;
-        else if (lo == CONN_KEEP)
-            *fl |= F_CONN_KEEP;
+        u64 prev = *w, plo = *lw;
+        /* c | 0x20 lowercases letters without a branch (a branch would split every later
+         * state in two); it maps '\n' to '*' and '\r' to '-', which the constants expect */
+        *lw2 = *lw2 << 8 | plo >> 56;
+        *lw = plo << 8 | (c | 0x20);
+        *w = prev << 8 | c;
+        /* flags are changed in memory (volatile), never carried in a register: a flag set
+         * in a register is a known bit, and each combination would be a state of its own */
+        if ((u8)prev == '\r' && c != '\n')
+            *fl |= F_BAD;                                /* a bare CR */
+        if ((u8)prev == '\n' && (c == ' ' || c == '\t'))
+            *fl |= F_BAD;                                /* obsolete line folding */
+        if (c == ':') {                                  /* the end of a header name */
+            u64 lo = *lw, hi = *lw2;
+            if ((lo & 0xffffffffffffULL) == W_HOST)
+                *fl |= (*fl & F_HOST) ? F_BAD : F_HOST;
+            else if (lo == W_LENGTH && hi == W_CONTENT) {
+                *fl |= (*fl & F_CL) ? F_BAD : F_CL | F_IN_CL;
+                *cl = 0;
+            } else if (lo == W_NCODING && hi == W_ANSFER_E)
+                *fl |= F_TE;
+            else if (lo == W_NECTION && (hi & 0xffffffffULL) == W_CON)
+                *fl |= F_IN_CONN;
+        } else if (*fl & F_IN_CONN) {                    /* Connection: a token list */
+            if (c == ',' || c == '\r' || c == '\n') {
+                u64 lo = *lw, hi = *lw2;
+                if ((lo >> 8 & 0xffffffffffULL) == W_CLOSE && token_edge(lo >> 48 & 0xff))
+                    *fl |= F_CONN_CLOSE;
+                if (lo >> 8 == W_P_ALIVE && (hi & 0xffffff) == W_KEE &&
+                    token_edge(hi >> 24 & 0xff))
+                    *fl |= F_CONN_KEEP;
+                if (c == '\n')
+                    *fl &= ~(u64)F_IN_CONN;
+            }
+        } else if (*fl & F_IN_CL) {                      /* Content-Length: digits only */
+            if (c >= '0' && c <= '9') {
+                u64 v = *cl;
+                if (v > BODY_MAX)
+                    *fl |= F_BAD;
+                *cl = v * 10 + (c - '0');
+                *fl |= F_CL_DIGIT;
+            } else if (c == '\r' || c == '\n') {
+                *fl &= ~(u64)F_IN_CL;
+                if (!(*fl & F_CL_DIGIT))
+                    *fl |= F_BAD;
+            } else if (c != ' ' && c != '\t') {
+                *fl |= F_BAD;
+            }
+        }
+        u64 raw = *w;
         if ((u32)raw == END_OF_HEADER || (u16)raw == 0x0a0a) {     /* or bare "\n\n" */
             *fl |= F_HDR_DONE;
             break;
@@ -228,8 +355,8 @@ static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
 {
     struct sk_req *r = e->r;
     u32 base = r->BASE;
-    if (r->DT == 0) {                      /* the method, and the target's leading '/' */
-        u32 t;
+    if (r->DT == 0) {                      /* the method, and the target's start */
+        u32 t = 0;
         if (SK_BYTE(b, base) == 'G' && SK_BYTE(b, base + 1) == 'E' &&
             SK_BYTE(b, base + 2) == 'T' && SK_BYTE(b, base + 3) == ' ') {
             t = base + 4;
@@ -239,19 +366,50 @@ static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
             t = base + 5;
             r->FLAGS |= F_HEAD;
         } else {
-            /* a token then a space is a method we don't serve; anything else is malformed */
+            /* a token of capitals then a space is a method we don't serve (405 once the
+             * rest proved well-formed); anything else is malformed */
             for (u32 k = 0; k < 16; k++) {
                 int c = SK_BYTE(b, base + k);
-                if (c == ' ' && k > 0)
-                    return 405;
+                if (c == ' ' && k > 0) {
+                    t = base + k + 1;
+                    break;
+                }
                 if (c < 'A' || c > 'Z')
                     return 400;
             }
+            if (!t)
+                return 400;
+            r->FLAGS |= F_405;
+        }
+        int c0 = SK_BYTE(b, t);
+        if (c0 == '/') {
+            r->DT = t + 1;
+        } else if ((c0 | 0x20) == 'h' && (SK_BYTE(b, t + 1) | 0x20) == 't' &&
+                   (SK_BYTE(b, t + 2) | 0x20) == 't' && (SK_BYTE(b, t + 3) | 0x20) == 'p') {
+            /* absolute-form, http://authority/path: the path is what we serve */
+            u32 a = t + 4;
+            if ((SK_BYTE(b, a) | 0x20) == 's')
+                a++;
+            if (SK_BYTE(b, a) != ':' || SK_BYTE(b, a + 1) != '/' || SK_BYTE(b, a + 2) != '/')
+                return 400;
+            a += 3;
+            u32 found = 0;
+            for (u32 k = 0; k < 256; k++) {
+                int c = SK_BYTE(b, a + k);
+                if (c == '/' || c == ' ') {
+                    found = a + k + (c == '/');  /* at ' ': an empty path, "/" */
+                    break;
+                }
+                if (c == '\r' || c == '\n' || c == '?' || c == '#')
+                    return 400;
+            }
+            if (!found)
+                return 414;
+            r->DT = found;
+            r->FLAGS |= F_ABS;
+        } else {
             return 400;
         }
-        if (SK_BYTE(b, t) != '/')
-            return 400;
-        r->DT = t + 1;
         r->DO = 0;
         r->DSTATE = 0;
     }
@@ -293,25 +451,40 @@ static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
     u32 t = r->DT, o = r->DO;
     if (o >= URI_MAX)
         return 414;
-    /* " HTTP/1.1" or " HTTP/1.0" */
+    /* " HTTP/d.d" and the end of the line, nothing else */
     if (SK_BYTE(b, t + 1) != 'H' || SK_BYTE(b, t + 2) != 'T' || SK_BYTE(b, t + 3) != 'T' ||
-        SK_BYTE(b, t + 4) != 'P' || SK_BYTE(b, t + 5) != '/' || SK_BYTE(b, t + 6) != '1' ||
-        SK_BYTE(b, t + 7) != '.')
+        SK_BYTE(b, t + 4) != 'P' || SK_BYTE(b, t + 5) != '/' || SK_BYTE(b, t + 7) != '.')
         return 400;
-    int minor = SK_BYTE(b, t + 8);
-    if (minor == '1')
-        r->FLAGS |= (r->FLAGS & F_CONN_CLOSE) ? 0 : F_KEEP;
-    else if (minor == '0')
-        r->FLAGS |= (r->FLAGS & F_CONN_KEEP) ? F_KEEP : 0;
+    int major = SK_BYTE(b, t + 6), minor = SK_BYTE(b, t + 8), eol = SK_BYTE(b, t + 9);
+    if (major < '0' || major > '9' || minor < '0' || minor > '9')
+        return 400;
+    if (!(eol == '\n' || (eol == '\r' && SK_BYTE(b, t + 10) == '\n')))
+        return 400;
+    if (major != '1')
+        return 505;
+    u64 f = r->FLAGS;
+    if (minor != '0')                      /* 1.1 (and 1.x: treated as 1.1) */
+        r->FLAGS = f | ((f & F_CONN_CLOSE) ? 0 : F_KEEP);
     else
+        r->FLAGS = f | ((f & F_CONN_KEEP) && !(f & F_CONN_CLOSE) ? F_KEEP : 0);
+    if (f & F_BAD)
         return 400;
+    if (minor != '0' && !(f & (F_HOST | F_ABS)))
+        return 400;                        /* RFC 9112 3.2: HTTP/1.1 needs a Host */
+    if (f & F_TE)
+        return (f & F_CL) ? 400 : 501;     /* both: a smuggling attempt */
+    if (r->CLEN > BODY_MAX)
+        return 413;
+    if (f & F_405)
+        return 405;                        /* the body, if any, is dropped before the next */
     if (o == 0 || SK_BYTE(b, PATH_OFF + o - 1) == '/')
         o = PUT_LIT(b, PATH_OFF + o, "index.html") - PATH_OFF;
     SK_BYTE(b, PATH_OFF + o) = 0;
     struct sk_open_how *how = (void *)&b->b[HOW_OFF];
-    how->flags = O_RDONLY;
+    how->flags = O_RDONLY | O_NONBLOCK_ | O_NOCTTY_ | O_CLOEXEC_;
     how->mode = 0;
     how->resolve = SK_RESOLVE_BENEATH | SK_RESOLVE_NO_MAGICLINKS;
+    e->personality = r->arg[2];            /* open with the serving user's permissions */
     int rc = sk_openat2(e, OPEN, r->arg[1], PATH_OFF, HOW_OFF);
     return rc < 0 ? rc : 0;
 }
@@ -322,16 +495,42 @@ static __always_inline int scanned(struct sk_event *e, struct sk_buf *b)
     struct sk_req *r = e->r;
     if (r->FLAGS & F_HDR_DONE) {
         r->DT = 0;
+        phase(r, PH_BUSY);
         return sk_nop(e, PARSE);
     }
     if (r->SCANNED < r->RCVD)
         return sk_nop(e, SCAN);
-    if (r->RCVD >= REQ_MAX)
-        return respond(e, b, 431);
+    if (r->RCVD >= REQ_MAX) {
+        if (r->BASE == 0)                  /* this request's header alone fills the area */
+            return respond(e, b, 431);
+        r->DO = 0;                         /* pipelined: move it to the start first */
+        return sk_nop(e, COMPACT);
+    }
     u32 at = r->RCVD;
     if (at >= REQ_MAX)
         return -EINVAL;
     return sk_recv(e, RECV, r->arg[0], at, REQ_MAX - at, 0);
+}
+
+/* One slice of moving the current request [BASE, RCVD) to the start of the area. */
+static __always_inline int compact(struct sk_event *e, struct sk_buf *b)
+{
+    struct sk_req *r = e->r;
+    u32 base = r->BASE, len = r->RCVD - base;
+    volatile u64 *done = &r->DO;
+    for (u32 k = 0; k < COMPACT_STEP; k++) {
+        u32 at = *done;
+        if (at >= len)
+            break;
+        SK_BYTE(b, at) = SK_BYTE(b, base + at);
+        *done = at + 1;
+    }
+    if (r->DO < len)
+        return sk_nop(e, COMPACT);
+    r->RCVD = len;
+    r->SCANNED -= base;
+    r->BASE = 0;
+    return scanned(e, b);
 }
 
 static __always_inline int read_chunk(struct sk_event *e)
@@ -353,16 +552,21 @@ static int on_complete(struct sk_event *e)
     switch (e->step) {
     case SK_START:
         r->SERVED = 0;
+        r->CLEN = 0;
         return recv_request(e);
     case RECV:
         if (n <= 0)                        /* the client closed (or reset) the connection */
             return close_connection(e);
+        if (r->PHASE == PH_IDLE)           /* a request's first bytes: its header timeout */
+            phase(r, PH_HEAD);
         r->RCVD += n;
         scan(r, b);
         return scanned(e, b);
     case SCAN:
         scan(r, b);
         return scanned(e, b);
+    case COMPACT:
+        return compact(e, b);
     case PARSE: {
         int status = parse(e, b);
         if (status < 0)
@@ -371,14 +575,15 @@ static int on_complete(struct sk_event *e)
     }
     case OPEN:
         if (n < 0)
-            return respond(e, b, 404);
+            return respond(e, b, n == -EACCES || n == -EPERM ? 403 :
+                                 n == -EMFILE || n == -ENFILE ? 503 : 404);
         r->FILEFD = n + 1;
         SK_BYTE(b, EMPTY_OFF) = 0;
         return sk_statx(e, STATX, n, EMPTY_OFF, AT_EMPTY_PATH_, 0x1 | 0x200, STX_OFF);
     case STATX: {
         u16 mode = *(u16 *)&b->b[STX_OFF + 28];
         if (n < 0 || (mode & 0170000) != 0100000)
-            return respond(e, b, 404);     /* a directory, a device, ... */
+            return respond(e, b, 404);     /* a directory, FIFO, device, ... */
         r->SIZE = *(u64 *)&b->b[STX_OFF + 40];
         r->FOFF = 0;
         r->HLEN = put_header(b, 200, r->SIZE, r->FLAGS & F_KEEP);
@@ -404,16 +609,22 @@ static int on_complete(struct sk_event *e)
         if (n < 0)
             return close_connection(e);
         r->SDONE += n;
-        if (r->SDONE < r->SLEN) {
+        if (r->SDONE < r->SLEN) {          /* a short send: the rest */
             u32 off = r->SSTART + r->SDONE, left = r->SLEN - r->SDONE;
             if (off >= SK_BUF_SIZE || left > SK_BUF_SIZE)
                 return -EINVAL;
+            phase(r, PH_SEND);
             return sk_send(e, SEND, r->arg[0], off, left, MSG_NOSIGNAL_);
         }
         if (!(r->FLAGS & F_HEAD) && r->FOFF < r->SIZE)
             return read_chunk(e);
         return response_done(e);
     }
+    case DISCARD:                          /* body bytes: dropped */
+        if (n <= 0)
+            return close_connection(e);
+        r->CLEN = (u64)n < r->CLEN ? r->CLEN - n : 0;
+        return recv_request(e);
     case CLOSE_FILE:
         return 0;
     case SHUTDOWN:
@@ -422,6 +633,7 @@ static int on_complete(struct sk_event *e)
             return sk_recv(e, DRAIN, r->arg[0], 0, REQ_MAX, 0);
         if (e->step == SHUTDOWN && n == 0)
             return sk_recv(e, DRAIN, r->arg[0], 0, REQ_MAX, 0);
+        phase(r, PH_BUSY);
         return sk_close(e, CLOSE_SOCK, r->arg[0]);
     case CLOSE_SOCK:
         return sk_finish(e, r->SERVED, 0, 0);

@@ -9,6 +9,11 @@
 
     with Server("link", root) as srv:        # in-process, on 127.0.0.1, a free port
         urllib.request.urlopen(srv.url + "/index.html")
+
+Every model opens each file beneath the root with openat2(RESOLVE_BENEATH), serves it with
+the permissions of an unprivileged user (`nobody` when started as root, --user NAME), ends
+idle and slow connections (Limits), and makes room for a new client by closing the oldest
+idle one. docs/http.md has the security model.
 """
 from __future__ import annotations
 
@@ -19,7 +24,11 @@ import socket
 import sys
 import threading
 
-from .http import Site
+from . import privileges
+from .conns import Conns
+from .http import Limits
+from .serving import Context
+from .site import Site
 
 MODELS = {
     "threads": "(a) blocking threads, plain system calls",
@@ -43,12 +52,23 @@ def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
 class Server:
     """Runs one model in a background thread until close()."""
 
-    def __init__(self, model: str, root, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, model: str, root, host: str = "127.0.0.1", port: int = 0, *,
+                 user: str | None = None, limits: Limits | None = None):
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+        if limits is not None and not isinstance(limits, Limits):
+            raise TypeError(f"limits must be an httpd.Limits, not {type(limits).__name__}")
         self.model = model
+        self.user = privileges.serving_user(user)
+        self.limits = limits or Limits()
         self.site = Site(root)
-        self.listener = listen(host, port)
+        try:
+            self.listener = listen(host, port)
+        except BaseException:
+            self.site.close()
+            raise
+        self.conns = Conns(self.limits, f"httpd-{model}")
+        self.ctx = Context(self.site, self.limits, self.conns, self.user)
         self.host, self.port = self.listener.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
         self._stop = threading.Event()
@@ -61,21 +81,26 @@ class Server:
         # the kernel model compiles its handler first: wait until it accepts connections
         while not self._ready.wait(0.05):
             if not self._t.is_alive():
-                self.listener.close()
+                self._release()
                 raise self.error or RuntimeError(f"the {model} server stopped while starting")
 
     def _run(self, serve) -> None:
         try:
-            serve(self.listener, self.site, self._stop, self._ready)
+            serve(self.listener, self.ctx, self._stop, self._ready)
         except BaseException as exc:      # reported by close()
             self.error = exc
 
     def close(self) -> None:
         self._stop.set()
         self._t.join(10)
-        self.listener.close()
+        self._release()
         if self.error is not None:
             raise self.error
+
+    def _release(self) -> None:
+        self.conns.close()
+        self.listener.close()
+        self.site.close()
 
     def __enter__(self) -> "Server":
         return self
@@ -91,9 +116,21 @@ def main(argv=None) -> int:
     ap.add_argument("--root", required=True, help="the directory to serve")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--user", default=None,
+                    help="serve only what this user may read (default: nobody when root)")
+    d = Limits()
+    ap.add_argument("--header-timeout", type=float, default=d.header_timeout, metavar="S")
+    ap.add_argument("--keepalive-timeout", type=float, default=d.keepalive_timeout, metavar="S")
+    ap.add_argument("--send-timeout", type=float, default=d.send_timeout, metavar="S")
+    ap.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N",
+                    help="beyond this the oldest idle connection is closed")
     args = ap.parse_args(argv)
     try:
-        srv = Server(args.model, args.root, args.host, args.port)
+        limits = Limits(header_timeout=args.header_timeout,
+                        keepalive_timeout=args.keepalive_timeout,
+                        send_timeout=args.send_timeout, max_connections=args.max_connections)
+        srv = Server(args.model, args.root, args.host, args.port, user=args.user,
+                     limits=limits)
     except (ValueError, OSError) as exc:
         print(f"sakura-uring httpd: {exc}", file=sys.stderr)
         return 1
@@ -101,8 +138,9 @@ def main(argv=None) -> int:
     # handlers first: whoever reads the line below may stop us at once
     signal.signal(signal.SIGINT, lambda *a: done.set())
     signal.signal(signal.SIGTERM, lambda *a: done.set())
-    print(f"serving {srv.site.root} at {srv.url} with model {args.model}: {MODELS[args.model]}",
-          file=sys.stderr, flush=True)
+    who = f" as {srv.user.name}" if srv.user else ""
+    print(f"serving {srv.site.root} at {srv.url} with model {args.model}{who}: "
+          f"{MODELS[args.model]}", file=sys.stderr, flush=True)
     while not done.wait(0.2):
         if not srv._t.is_alive():
             break
@@ -110,5 +148,8 @@ def main(argv=None) -> int:
         srv.close()
     except Exception as exc:
         print(f"sakura-uring httpd: {exc}", file=sys.stderr)
+        return 1
+    if not done.is_set():
+        print("sakura-uring httpd: the server stopped by itself", file=sys.stderr)
         return 1
     return 0

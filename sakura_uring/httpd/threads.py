@@ -1,60 +1,61 @@
-"""(a) Blocking threads with plain system calls: a thread per connection does recv,
-open, fstat-free read (the size is cached), send and close itself."""
+"""(a) Blocking threads with plain system calls: a thread per connection does recv, open,
+read, send and close itself."""
 from __future__ import annotations
 
 import os
 import socket
 import threading
 
-from .http import CLOSING, HEAD_MAX, Site, accept_loop, response_head, split_head
-
-CHUNK = 65536
-
-
-def handle(conn: socket.socket, site: Site) -> None:
-    buf = b""
-    with conn:
-        while True:
-            parts = split_head(buf)
-            while parts is None:
-                if len(buf) >= HEAD_MAX:
-                    conn.sendall(response_head(431, 0, False))
-                    return
-                data = conn.recv(HEAD_MAX)
-                if not data:
-                    return
-                buf += data
-                parts = split_head(buf)
-            head, buf = parts
-            req = site.parse(head)
-            if req.status != 200:
-                conn.sendall(response_head(req.status, 0, req.keep and req.status not in CLOSING))
-                if req.status in CLOSING or not req.keep:
-                    return
-                continue
-            out = response_head(200, req.size, req.keep)
-            if not req.head_only and req.size:
-                fd = os.open(req.path, os.O_RDONLY)
-                try:
-                    while chunk := os.read(fd, CHUNK):
-                        conn.sendall(out + chunk)       # the header goes with the first chunk
-                        out = b""
-                finally:
-                    os.close(fd)
-            if out:
-                conn.sendall(out)
-            if not req.keep:
-                return
+from . import privileges
+from .connection import CHUNK, Truncated, drive, serve_connection
+from .serving import accept_loop
 
 
-def serve(listener: socket.socket, site: Site, stop: threading.Event,
-          ready: threading.Event) -> None:
-    accept_loop(listener, stop, ready, lambda conn: threading.Thread(
-        target=_guarded, args=(conn, site), daemon=True).start())
+class BlockingIO:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    async def recv(self) -> bytes:
+        return self.sock.recv(CHUNK)
+
+    async def respond(self, head: bytes, opened, then_recv: bool):
+        out = head
+        if opened is not None:
+            off = 0
+            while off < opened.size:
+                chunk = os.pread(opened.fd, min(CHUNK, opened.size - off), off)
+                if not chunk:
+                    raise Truncated(f"the file ended at {off} of {opened.size} bytes")
+                self.sock.sendall(out + chunk)      # the header goes with the first chunk
+                out = b""
+                off += len(chunk)
+        if out:
+            self.sock.sendall(out)
+        return None
+
+    async def linger(self) -> None:
+        self.sock.shutdown(socket.SHUT_WR)
+        while self.sock.recv(CHUNK):
+            pass
 
 
-def _guarded(conn, site):
-    try:
-        handle(conn, site)
-    except OSError:
-        pass              # the client went away
+def serve(listener: socket.socket, ctx, stop: threading.Event, ready: threading.Event) -> None:
+    def connection(sock: socket.socket) -> None:
+        conn = ctx.conns.add(sock.fileno())
+        try:
+            threading.Thread(target=_run, args=(sock, conn), daemon=True).start()
+        except RuntimeError:                # no more threads: drop this one
+            ctx.conns.remove(conn)
+            sock.close()
+
+    def _run(sock, conn):
+        try:
+            privileges.become(ctx.user)
+            drive(serve_connection(BlockingIO(sock), ctx.site, ctx.conns, conn))
+        except OSError:
+            pass                # the client went away, or the reaper ended the connection
+        finally:
+            ctx.conns.remove(conn)
+            sock.close()
+
+    accept_loop(listener, ctx, stop, ready, connection)

@@ -30,6 +30,7 @@ SK_STALLED = -0x1000          # sakura.h SK_ERR_STALLED
 STAT_NAMES = ("events", "pushed", "push_full", "push_contended", "stale", "stalled",
               "finished", "after_finish", "foreign")
 MAX_ARGS = 6
+N_VARS = 21                 # struct sk_req v[] (bpf/sakura.h, kring.h)
 FREE = 0                       # struct sk_req state (sakura.h SK_REQ_*)
 
 
@@ -342,6 +343,7 @@ class KernelRing:
         fut = None
         if future:
             fut = Future()
+            fut.slot = slot
             fut.set_running_or_notify_cancel()
             with self._cv:
                 self._futures[slot] = fut
@@ -370,6 +372,19 @@ class KernelRing:
                 delay = min(delay * 2, 0.01)
         finally:
             self._leave()
+
+    def variables(self, fut: Future, first: int = 0, count: int = 1) -> list[int] | None:
+        """Handler variables v[first:first+count] of the running request `fut` (from
+        call()), read live from shared memory: how an application watches a long-lived
+        request (the HTTP handler keeps a connection's phase there). None once finished."""
+        _check_int("first", first, 0, N_VARS - 1, ValueError)
+        _check_int("count", count, 1, N_VARS - first, ValueError)
+        slot = getattr(fut, "slot", None)
+        with self._cv:
+            if self._closed or slot is None or self._futures.get(slot) is not fut:
+                return None
+            v = lib.sk_kr_req(self._k, slot).v
+            return [v[i] for i in range(first, first + count)]
 
     # ---- completion -------------------------------------------------------------------
 

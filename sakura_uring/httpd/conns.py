@@ -1,0 +1,145 @@
+"""Open connections, their timeouts, and what happens when there are too many.
+
+Every model registers each connection here with the phase it is in. A reaper thread ends
+a connection that stays too long in one phase (idle between requests, inside a request
+head, sending to a client that does not read, lingering after an error) by shutting its
+socket down: whatever the model has in flight on it (a blocking recv, an io_uring recv, a
+kernel handler's recv) then completes, and the model closes it as if the client had. When
+a new connection would exceed max_connections, the oldest idle one is ended the same way,
+so a crowd of idle clients never locks out a new one. A connection leaves the registry
+*before* its fd is closed, so a shutdown never reaches a reused fd number."""
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+import threading
+import time
+
+from .http import Limits
+
+IDLE, HEAD, BUSY, LINGER = "idle", "head", "busy", "linger"
+RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class Conn:
+    __slots__ = ("fd", "phase", "since", "probe", "ended")
+
+    def __init__(self, fd: int, probe=None):
+        self.fd = fd
+        self.phase = IDLE
+        self.since = time.monotonic()
+        self.probe = probe        # kernel model: () -> (phase, since) read from BPF state
+        self.ended = False
+
+
+class Conns:
+    def __init__(self, limits: Limits, name: str = "httpd"):
+        self.limits = limits
+        self.name = name
+        self._lock = threading.Lock()
+        self._all: dict[int, Conn] = {}       # id(conn) -> conn
+        self._stop = threading.Event()
+        self._accept_trouble = False
+        self.evicted = 0                      # connections ended to make room
+        self.timed_out = 0
+        self._reaper = threading.Thread(target=self._reap, name=f"{name}-reaper", daemon=True)
+        self._reaper.start()
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def add(self, fd: int, probe=None) -> Conn:
+        """Register a new connection; when full, make room by ending the oldest idle one."""
+        conn = Conn(fd, probe)
+        with self._lock:
+            if len(self._all) >= self.limits.max_connections:
+                self._evict_locked()
+            self._all[id(conn)] = conn
+        return conn
+
+    def set(self, conn: Conn, phase: str) -> None:
+        if conn.phase != phase:
+            conn.phase = phase
+            conn.since = time.monotonic()
+
+    def remove(self, conn: Conn) -> None:
+        """Before the connection's fd is closed."""
+        with self._lock:
+            self._all.pop(id(conn), None)
+
+    def full(self) -> bool:
+        return len(self._all) >= self.limits.max_connections
+
+    def evict(self) -> bool:
+        """End the oldest idle connection (accept hit EMFILE, or every slot is taken)."""
+        with self._lock:
+            return self._evict_locked()
+
+    def _evict_locked(self) -> bool:
+        oldest = None
+        for c in self._all.values():
+            self._refresh(c)
+            if c.phase == IDLE and not c.ended and (oldest is None or c.since < oldest.since):
+                oldest = c
+        if oldest is None:
+            return False
+        self._end(oldest)
+        self.evicted += 1
+        return True
+
+    @staticmethod
+    def _refresh(c: Conn) -> None:
+        if c.probe is not None:
+            got = c.probe()
+            if got is not None:
+                c.phase, c.since = got
+
+    @staticmethod
+    def _end(c: Conn) -> None:
+        c.ended = True
+        s = socket.socket(fileno=c.fd)
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass                              # already gone
+        finally:
+            s.detach()
+
+    def _reap(self) -> None:
+        lim = self.limits
+        limit = {IDLE: lim.keepalive_timeout, HEAD: lim.header_timeout,
+                 BUSY: lim.send_timeout, LINGER: lim.linger_timeout}
+        period = min(0.25, min(limit.values()) / 4)
+        while not self._stop.wait(period):
+            now = time.monotonic()
+            with self._lock:
+                for c in list(self._all.values()):
+                    self._refresh(c)
+                    if not c.ended and now - c.since > limit[c.phase]:
+                        self._end(c)
+                        self.timed_out += 1
+
+    # -- accept trouble -------------------------------------------------------------------
+    def accept_failed(self, err: int) -> bool:
+        """An accept failed with `err`. True: a resource shortage (EMFILE, ...): an idle
+        connection was ended and the caller should back off briefly and retry; one line
+        per burst on stderr. False: not a shortage; the caller decides."""
+        if err in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN):
+            return True
+        if err not in RESOURCE_ERRNOS:
+            return False
+        if not self._accept_trouble:
+            self._accept_trouble = True
+            print(f"sakura-uring {self.name}: accept: {errno.errorcode.get(err, err)} "
+                  f"({len(self._all)} connections open); ending idle connections and backing "
+                  f"off", file=sys.stderr, flush=True)
+        self.evict()
+        return True
+
+    def accepted(self) -> None:
+        self._accept_trouble = False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._reaper.join(2)
