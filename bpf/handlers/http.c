@@ -46,19 +46,19 @@ enum { RECV = 1, SCAN, PARSE, OPEN, STATX, READ, SEND, CLOSE_FILE, CLOSE_SOCK, S
        DISCARD, COMPACT };
 #define SCAN_STEP    64
 #define PARSE_STEP   32
-#define COMPACT_STEP 256
+#define COMPACT_STEP 64
 enum { F_KEEP = 1, F_HEAD = 2, F_HDR_PENDING = 4, F_CONN_CLOSE = 8, F_CONN_KEEP = 16,
        F_HDR_DONE = 32,    /* the blank line ending the header was seen */
        F_LINGER = 64,      /* an error ends the connection: drain what the client still sends */
        F_HOST = 128,       /* a Host header */
-       F_IN_CL = 256,      /* inside a Content-Length value */
        F_CL = 512,         /* a Content-Length was given */
-       F_CL_DIGIT = 1024,  /* ... with at least one digit */
        F_TE = 2048,        /* a Transfer-Encoding header */
        F_BAD = 4096,       /* a bare CR, a folded line, a duplicate Host or Content-Length */
-       F_IN_CONN = 8192,   /* inside a Connection value */
        F_ABS = 16384,      /* absolute-form target: no Host needed */
-       F_405 = 32768 };    /* a method we don't serve */
+       F_405 = 32768,      /* a method we don't serve */
+       F_COLON = 65536,    /* this header line has its colon */
+       F_LINE2 = 131072,   /* past the request line */
+       F_LC = 262144 };    /* this line has content */
 /* what the connection waits for (v[18]), since v[17] (bpf_ktime_get_ns, CLOCK_MONOTONIC) */
 enum { PH_BUSY = 0, PH_IDLE = 1, PH_HEAD = 2, PH_SEND = 3, PH_LINGER = 4 };
 /* v[]: */
@@ -83,6 +83,10 @@ enum { PH_BUSY = 0, PH_IDLE = 1, PH_HEAD = 2, PH_SEND = 3, PH_LINGER = 4 };
 #define PHASE   v[18]
 #define CLEN    v[19]    /* Content-Length: body bytes still to drop */
 #define LWIN2   v[20]    /* the 8 lowercased bytes before LWIN */
+/* while scanning and parsing, the send variables are free: */
+#define CL_AT   v[7]     /* where the Content-Length value starts; 0 none */
+#define CONN_AT v[8]     /* where the (last) Connection value starts; 0 none */
+#define TOKW    v[9]     /* parse_connection(): the current token's last 8 bytes */
 
 static __always_inline void phase(struct sk_req *r, u64 p)
 {
@@ -205,6 +209,7 @@ static __always_inline int recv_request(struct sk_event *e)
     }
     r->WIN = r->LWIN = r->LWIN2 = 0;
     r->FLAGS = r->FILEFD = r->SIZE = r->FOFF = r->HLEN = 0;
+    r->CL_AT = r->CONN_AT = 0;
     if (r->SCANNED < r->RCVD) {
         r->BASE = r->SCANNED;
         phase(r, PH_HEAD);
@@ -269,13 +274,8 @@ static __always_inline int hexval(int c)
 #define W_NCODING     0x6e636f64696e673aULL    /* "ncoding:" */
 #define W_CON         0x2a636f6eULL            /* "\ncon" (4 bytes) */
 #define W_NECTION     0x6e656374696f6e3aULL    /* "nection:" */
-#define W_CLOSE       0x636c6f7365ULL          /* "close" (5 bytes) */
-#define W_P_ALIVE     0x702d616c697665ULL      /* "p-alive" (7 bytes) of "keep-alive" */
-#define W_KEE         0x6b6565ULL              /* "kee" (3 bytes) */
-static __always_inline int token_edge(u64 c)
-{
-    return c == ' ' || c == ')' || c == ',' || c == ':';     /* ')': a tab, lowercased */
-}
+#define W_CLOSE       0x636c6f7365ULL          /* "close" */
+#define W_EP_ALIVE    0x65702d616c697665ULL    /* "ep-alive": the last 8 of "keep-alive" */
 static __always_inline void scan(struct sk_req *r, struct sk_buf *b)
 {
     /* What the loop carries lives in the request's map memory, read and written through
@@ -284,7 +284,7 @@ static __always_inline void scan(struct sk_req *r, struct sk_buf *b)
      * combination of flags is a state of its own; Linux 7.x's verifier no longer prunes
      * them, and the loop alone exceeds its million-instruction budget). */
     volatile u64 *w = &r->WIN, *lw = &r->LWIN, *lw2 = &r->LWIN2, *fl = &r->FLAGS,
-                 *i = &r->SCANNED, *cl = &r->CLEN;
+                 *i = &r->SCANNED;
     u32 end = r->RCVD;
     for (u32 k = 0; k < SCAN_STEP; k++) {
         u32 at = *i;
@@ -299,46 +299,36 @@ static __always_inline void scan(struct sk_req *r, struct sk_buf *b)
         *lw = plo << 8 | (c | 0x20);
         *w = prev << 8 | c;
         /* flags are changed in memory (volatile), never carried in a register: a flag set
-         * in a register is a known bit, and each combination would be a state of its own */
-        if ((u8)prev == '\r' && c != '\n')
-            *fl |= F_BAD;                                /* a bare CR */
-        if ((u8)prev == '\n' && (c == ' ' || c == '\t'))
-            *fl |= F_BAD;                                /* obsolete line folding */
-        if (c == ':') {                                  /* the end of a header name */
-            u64 lo = *lw, hi = *lw2;
-            if ((lo & 0xffffffffffffULL) == W_HOST)
-                *fl |= (*fl & F_HOST) ? F_BAD : F_HOST;
-            else if (lo == W_LENGTH && hi == W_CONTENT) {
-                *fl |= (*fl & F_CL) ? F_BAD : F_CL | F_IN_CL;
-                *cl = 0;
-            } else if (lo == W_NCODING && hi == W_ANSFER_E)
-                *fl |= F_TE;
-            else if (lo == W_NECTION && (hi & 0xffffffffULL) == W_CON)
-                *fl |= F_IN_CONN;
-        } else if (*fl & F_IN_CONN) {                    /* Connection: a token list */
-            if (c == ',' || c == '\r' || c == '\n') {
+         * in a register is a known bit, and each combination would be a state of its own.
+         * Header values are not looked at here (each branch here is walked by the verifier
+         * at every one of SCAN_STEP iterations): their offsets are kept, and parse() reads
+         * them once the header is complete. */
+        if (c == '\n') {                                 /* a line ends */
+            if ((*fl & (F_LC | F_LINE2 | F_COLON)) == (F_LC | F_LINE2))
+                *fl |= F_BAD;                            /* a header line without a colon */
+            if (*fl & F_LC)                              /* (empty lines before the request) */
+                *fl |= F_LINE2;
+            *fl &= ~(u64)(F_LC | F_COLON);
+        } else if (c == '\r') {
+            if ((u8)prev == '\r')
+                *fl |= F_BAD;                            /* a bare CR */
+        } else {
+            u8 p = prev;
+            if (p == '\r' || (p == '\n' && (c == ' ' || c == '\t')))
+                *fl |= F_BAD;                            /* a bare CR; obsolete line folding */
+            *fl |= F_LC;
+            if (c == ':' && (*fl & (F_COLON | F_LINE2)) == F_LINE2) {   /* a header name */
+                *fl |= F_COLON;
                 u64 lo = *lw, hi = *lw2;
-                if ((lo >> 8 & 0xffffffffffULL) == W_CLOSE && token_edge(lo >> 48 & 0xff))
-                    *fl |= F_CONN_CLOSE;
-                if (lo >> 8 == W_P_ALIVE && (hi & 0xffffff) == W_KEE &&
-                    token_edge(hi >> 24 & 0xff))
-                    *fl |= F_CONN_KEEP;
-                if (c == '\n')
-                    *fl &= ~(u64)F_IN_CONN;
-            }
-        } else if (*fl & F_IN_CL) {                      /* Content-Length: digits only */
-            if (c >= '0' && c <= '9') {
-                u64 v = *cl;
-                if (v > BODY_MAX)
-                    *fl |= F_BAD;
-                *cl = v * 10 + (c - '0');
-                *fl |= F_CL_DIGIT;
-            } else if (c == '\r' || c == '\n') {
-                *fl &= ~(u64)F_IN_CL;
-                if (!(*fl & F_CL_DIGIT))
-                    *fl |= F_BAD;
-            } else if (c != ' ' && c != '\t') {
-                *fl |= F_BAD;
+                if ((lo & 0xffffffffffffULL) == W_HOST)
+                    *fl |= (*fl & F_HOST) ? F_BAD : F_HOST;
+                else if (lo == W_LENGTH && hi == W_CONTENT) {
+                    *fl |= (*fl & F_CL) ? F_BAD : F_CL;
+                    r->CL_AT = at + 1;
+                } else if (lo == W_NCODING && hi == W_ANSFER_E)
+                    *fl |= F_TE;
+                else if (lo == W_NECTION && (hi & 0xffffffffULL) == W_CON)
+                    r->CONN_AT = at + 1;                 /* (the last one counts) */
             }
         }
         u64 raw = *w;
@@ -349,6 +339,62 @@ static __always_inline void scan(struct sk_req *r, struct sk_buf *b)
     }
 }
 
+/* The Content-Length value at CL_AT: digits, optional whitespace around them, nothing
+ * else (a list, even of equal values, is refused like nginx does). -> 0, or 400/413. */
+static __always_inline int parse_length(struct sk_req *r, struct sk_buf *b)
+{
+    volatile u64 *v = &r->CLEN, *digits = &r->TOKW;
+    u32 at = r->CL_AT;
+    *v = 0;
+    *digits = 0;
+    for (u32 k = 0; k < 32; k++) {
+        int c = SK_BYTE(b, at + k);
+        if (c >= '0' && c <= '9') {
+            if (*digits > 0 && (r->FLAGS & F_COLON))   /* a digit after a space */
+                return 400;
+            if (*v > BODY_MAX)
+                return 413;
+            *v = *v * 10 + (c - '0');
+            *digits = *digits + 1;
+        } else if (c == ' ' || c == '\t') {
+            if (*digits)
+                r->FLAGS |= F_COLON;       /* (free after scanning): digits have ended */
+        } else if (c == '\r' || c == '\n') {
+            return *digits ? 0 : 400;
+        } else {
+            return 400;
+        }
+    }
+    return 400;
+}
+
+/* The Connection value at CONN_AT, a comma-separated token list: sets F_CONN_CLOSE and
+ * F_CONN_KEEP. Tokens past 32 bytes of the value are not looked at. */
+static __always_inline void parse_connection(struct sk_req *r, struct sk_buf *b)
+{
+    volatile u64 *tw = &r->TOKW, *len = &r->HLEN;
+    u32 at = r->CONN_AT;
+    *tw = 0;
+    *len = 0;
+    for (u32 k = 0; k < 32; k++) {
+        int c = SK_BYTE(b, at + k);
+        if (c == ',' || c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+            if (*len == 5 && *tw == W_CLOSE)
+                r->FLAGS |= F_CONN_CLOSE;
+            if (*len == 10 && *tw == W_EP_ALIVE)
+                r->FLAGS |= F_CONN_KEEP;
+            *tw = 0;
+            *len = 0;
+            if (c == '\r' || c == '\n')
+                break;
+        } else {
+            *tw = *tw << 8 | (c | 0x20);
+            *len = *len + 1;
+        }
+    }
+    *len = 0;
+}
+
 /* One slice of parsing the request line. Returns 0 when it pushed the next step (another
  * slice, or the open), an HTTP status to answer with, or -errno. */
 static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
@@ -356,6 +402,14 @@ static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
     struct sk_req *r = e->r;
     u32 base = r->BASE;
     if (r->DT == 0) {                      /* the method, and the target's start */
+        /* RFC 9112 2.2: empty lines before a request are ignored */
+        for (u32 k = 0; k < 8; k++) {
+            int c = SK_BYTE(b, base);
+            if (c != '\r' && c != '\n')
+                break;
+            base++;
+        }
+        r->BASE = base;
         u32 t = 0;
         if (SK_BYTE(b, base) == 'G' && SK_BYTE(b, base + 1) == 'E' &&
             SK_BYTE(b, base + 2) == 'T' && SK_BYTE(b, base + 3) == ' ') {
@@ -392,29 +446,17 @@ static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
                 a++;
             if (SK_BYTE(b, a) != ':' || SK_BYTE(b, a + 1) != '/' || SK_BYTE(b, a + 2) != '/')
                 return 400;
-            a += 3;
-            u32 found = 0;
-            for (u32 k = 0; k < 256; k++) {
-                int c = SK_BYTE(b, a + k);
-                if (c == '/' || c == ' ') {
-                    found = a + k + (c == '/');  /* at ' ': an empty path, "/" */
-                    break;
-                }
-                if (c == '\r' || c == '\n' || c == '?' || c == '#')
-                    return 400;
-            }
-            if (!found)
-                return 414;
-            r->DT = found;
+            r->DT = a + 3;                 /* the authority is skipped by the loop below */
             r->FLAGS |= F_ABS;
         } else {
             return 400;
         }
         r->DO = 0;
-        r->DSTATE = 0;
+        r->DSTATE = (r->FLAGS & F_ABS) ? 2 : 0;
     }
-    /* decode the target into PATH_OFF: %XX; stop at ' '; drop from '?' or '#' on. As in
-     * scan(), the loop's carried values live in map memory (volatile) */
+    /* decode the target into PATH_OFF: %XX; stop at ' '; drop from '?' or '#' on; skip an
+     * absolute-form's authority (DSTATE 2) up to the path's '/'. As in scan(), the loop's
+     * carried values live in map memory (volatile) */
     volatile u64 *tp = &r->DT, *op = &r->DO, *stop = &r->DSTATE;
     int done = 0;
     for (u32 k = 0; k < PARSE_STEP; k++) {
@@ -429,7 +471,15 @@ static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
             break;
         }
         *tp = t + 1;
-        if (*stop || c == '?' || c == '#') {
+        u64 st = *stop;
+        if (st == 2) {
+            if (c == '/')
+                *stop = 0;
+            else if (c == '?' || c == '#')
+                *stop = 1;
+            continue;
+        }
+        if (st || c == '?' || c == '#') {
             *stop = 1;
             continue;
         }
@@ -462,6 +512,8 @@ static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
         return 400;
     if (major != '1')
         return 505;
+    if (r->CONN_AT)
+        parse_connection(r, b);
     u64 f = r->FLAGS;
     if (minor != '0')                      /* 1.1 (and 1.x: treated as 1.1) */
         r->FLAGS = f | ((f & F_CONN_CLOSE) ? 0 : F_KEEP);
@@ -473,8 +525,13 @@ static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
         return 400;                        /* RFC 9112 3.2: HTTP/1.1 needs a Host */
     if (f & F_TE)
         return (f & F_CL) ? 400 : 501;     /* both: a smuggling attempt */
-    if (r->CLEN > BODY_MAX)
-        return 413;
+    if (f & F_CL) {
+        int bad = parse_length(r, b);
+        if (bad)
+            return bad;
+        if (r->CLEN > BODY_MAX)
+            return 413;
+    }
     if (f & F_405)
         return 405;                        /* the body, if any, is dropped before the next */
     if (o == 0 || SK_BYTE(b, PATH_OFF + o - 1) == '/')
@@ -529,6 +586,10 @@ static __always_inline int compact(struct sk_event *e, struct sk_buf *b)
         return sk_nop(e, COMPACT);
     r->RCVD = len;
     r->SCANNED -= base;
+    if (r->CL_AT)
+        r->CL_AT -= base;
+    if (r->CONN_AT)
+        r->CONN_AT -= base;
     r->BASE = 0;
     return scanned(e, b);
 }
