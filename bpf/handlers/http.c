@@ -54,7 +54,7 @@ enum { F_KEEP = 1, F_HEAD = 2, F_HDR_PENDING = 4, F_CONN_CLOSE = 8, F_CONN_KEEP 
        F_CL = 512,         /* a Content-Length was given */
        F_TE = 2048,        /* a Transfer-Encoding header */
        F_BAD = 4096,       /* a bare CR, a folded line, a duplicate Host or Content-Length */
-       F_ABS = 16384,      /* absolute-form target: no Host needed */
+       F_ABS = 16384,      /* absolute-form target */
        F_405 = 32768,      /* a method we don't serve */
        F_COLON = 65536,    /* this header line has its colon */
        F_LINE2 = 131072,   /* past the request line */
@@ -521,8 +521,9 @@ static __always_inline int parse(struct sk_event *e, struct sk_buf *b)
         r->FLAGS = f | ((f & F_CONN_KEEP) && !(f & F_CONN_CLOSE) ? F_KEEP : 0);
     if (f & F_BAD)
         return 400;
-    if (minor != '0' && !(f & (F_HOST | F_ABS)))
-        return 400;                        /* RFC 9112 3.2: HTTP/1.1 needs a Host */
+    if (minor != '0' && !(f & F_HOST))
+        return 400;                        /* RFC 9112 3.2: HTTP/1.1 needs a Host, even with
+                                              an absolute-form target */
     if (f & F_TE)
         return (f & F_CL) ? 400 : 501;     /* both: a smuggling attempt */
     if (f & F_CL) {

@@ -31,7 +31,7 @@ MODES = ("keep-alive", "close")
 NGINX_CONF = """
 worker_processes 1;
 daemon off;
-user root;
+user nobody nogroup;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log error;
 events {{ worker_connections 4096; }}
@@ -49,6 +49,20 @@ http {{
     }}
 }}
 """
+
+
+def docroot(prefix: str, files: dict[str, int]) -> tuple[str, str]:
+    """(tmp, root): a fresh document root holding random files of the given sizes, which an
+    unprivileged user (nginx's worker, our models' `nobody`) can reach and read."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(tmp, 0o755)                     # mkdtemp makes it 0700
+    root = os.path.join(tmp, "www")
+    os.mkdir(root, 0o755)
+    for name, size in files.items():
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(os.urandom(size))
+        os.chmod(os.path.join(root, name), 0o644)
+    return tmp, root
 
 
 def _free_port() -> int:
@@ -175,12 +189,7 @@ def _counter(pid):
 def run(args) -> dict:
     seconds = 10 if args.full else max(1, int(args.seconds))     # wrk takes whole seconds
     servers = args.servers or SERVERS
-    tmp = tempfile.mkdtemp(prefix="sakura-http-")
-    root = os.path.join(tmp, "www")
-    os.mkdir(root)
-    for name, size in FILES.items():
-        with open(os.path.join(root, f"{name}.bin"), "wb") as f:
-            f.write(os.urandom(size))
+    tmp, root = docroot("sakura-http-", {f"{name}.bin": size for name, size in FILES.items()})
     cells = [(f, c, m) for f in FILES for m in MODES for c in CONNS]
     total = len(servers) * len(cells)
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -233,11 +242,7 @@ def target_rounds(servers, log, rounds: int, seconds: int = 2) -> dict:
     """The cell the targets are about (1 KiB, keep-alive, 64 connections), measured again
     with every server up at once and the servers taking turns, round after round: one
     server's luck with the noisy machine does not decide a target. Median req/s."""
-    tmp = tempfile.mkdtemp(prefix="sakura-rounds-")
-    root = os.path.join(tmp, "www")
-    os.mkdir(root)
-    with open(os.path.join(root, "1k.bin"), "wb") as f:
-        f.write(os.urandom(1024))
+    tmp, root = docroot("sakura-rounds-", {"1k.bin": 1024})
     started, got = {}, {name: [] for name in servers}
     log(f"targets: {'/'.join(servers)} at 1 KiB keep-alive 64 connections, {rounds} rounds of "
         f"{seconds} s, servers taking turns")
@@ -405,11 +410,7 @@ def soak(args) -> int:
     """Each model under 256 keep-alive connections for `seconds` (default 60): no failed
     request, and no growth in open fds or resident memory after a warm-up minute-slice."""
     servers = args.servers or tuple(MODELS)
-    tmp = tempfile.mkdtemp(prefix="sakura-soak-")
-    root = os.path.join(tmp, "www")
-    os.mkdir(root)
-    with open(os.path.join(root, "1k.bin"), "wb") as f:
-        f.write(os.urandom(1024))
+    tmp, root = docroot("sakura-soak-", {"1k.bin": 1024})
     rows, failed = [], False
     try:
         for name in servers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import threading
 
@@ -84,8 +85,8 @@ async def _accept(ring, listener, ctx, io_class, tasks):
             if ctx.conns.accept_failed(-fd):
                 await asyncio.sleep(BACKOFF_S)
                 continue
-            raise OSError(-fd, f"accept: {errno.errorcode.get(-fd, -fd)}")
-        ctx.conns.accepted()
+            raise OSError(-fd, f"accept on the listening socket failed: {os.strerror(-fd)} "
+                          f"({errno.errorcode.get(-fd, -fd)})")
         t = asyncio.create_task(_connection(io_class(ring, fd), ctx))
         tasks.add(t)
         t.add_done_callback(tasks.discard)

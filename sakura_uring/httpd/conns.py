@@ -11,6 +11,8 @@ so a crowd of idle clients never locks out a new one. A connection leaves the re
 from __future__ import annotations
 
 import errno
+import heapq
+import os
 import socket
 import sys
 import threading
@@ -20,6 +22,8 @@ from .http import Limits
 
 IDLE, HEAD, BUSY, LINGER = "idle", "head", "busy", "linger"
 RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+LOG_EVERY_S = 10.0
+EVICT_BATCH = 32
 
 
 class Conn:
@@ -40,7 +44,8 @@ class Conns:
         self._lock = threading.Lock()
         self._all: dict[int, Conn] = {}       # id(conn) -> conn
         self._stop = threading.Event()
-        self._accept_trouble = False
+        self._trouble_logged = -1e9           # when accept trouble was last reported
+        self._trouble_count = 0
         self.evicted = 0                      # connections ended to make room
         self.timed_out = 0
         self._reaper = threading.Thread(target=self._reap, name=f"{name}-reaper", daemon=True)
@@ -50,7 +55,7 @@ class Conns:
         return len(self._all)
 
     def add(self, fd: int, probe=None) -> Conn:
-        """Register a new connection; when full, make room by ending the oldest idle one."""
+        """Register a new connection; when full, make room by ending the oldest idle ones."""
         conn = Conn(fd, probe)
         with self._lock:
             if len(self._all) >= self.limits.max_connections:
@@ -72,21 +77,22 @@ class Conns:
         return len(self._all) >= self.limits.max_connections
 
     def evict(self) -> bool:
-        """End the oldest idle connection (accept hit EMFILE, or every slot is taken)."""
+        """End the oldest idle connections (accept hit EMFILE, or every slot is taken)."""
         with self._lock:
             return self._evict_locked()
 
     def _evict_locked(self) -> bool:
-        oldest = None
+        # like nginx's ngx_drain_connections: up to EVICT_BATCH of the oldest idle ones at
+        # once, so the next arrivals find room without another scan
+        idle = []
         for c in self._all.values():
             self._refresh(c)
-            if c.phase == IDLE and not c.ended and (oldest is None or c.since < oldest.since):
-                oldest = c
-        if oldest is None:
-            return False
-        self._end(oldest)
-        self.evicted += 1
-        return True
+            if c.phase == IDLE and not c.ended:
+                idle.append(c)
+        for c in heapq.nsmallest(EVICT_BATCH, idle, key=lambda c: c.since):
+            self._end(c)
+            self.evicted += 1
+        return bool(idle)
 
     @staticmethod
     def _refresh(c: Conn) -> None:
@@ -123,22 +129,25 @@ class Conns:
     # -- accept trouble -------------------------------------------------------------------
     def accept_failed(self, err: int) -> bool:
         """An accept failed with `err`. True: a resource shortage (EMFILE, ...): an idle
-        connection was ended and the caller should back off briefly and retry; one line
-        per burst on stderr. False: not a shortage; the caller decides."""
+        connection was ended and the caller should back off briefly and retry; one line on
+        stderr per burst (at most one every LOG_EVERY_S). False: not a shortage; the
+        caller decides."""
         if err in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN):
             return True
         if err not in RESOURCE_ERRNOS:
             return False
-        if not self._accept_trouble:
-            self._accept_trouble = True
+        self._trouble_count += 1
+        now = time.monotonic()
+        if now - self._trouble_logged > LOG_EVERY_S:
+            more = (f", {self._trouble_count - 1} more since the last report"
+                    if self._trouble_logged > 0 and self._trouble_count > 1 else "")
             print(f"sakura-uring {self.name}: accept: {errno.errorcode.get(err, err)} "
-                  f"({len(self._all)} connections open); ending idle connections and backing "
-                  f"off", file=sys.stderr, flush=True)
+                  f"({os.strerror(err)}; {len(self._all)} connections open{more}); ending "
+                  f"idle connections and backing off", file=sys.stderr, flush=True)
+            self._trouble_logged = now
+            self._trouble_count = 0
         self.evict()
         return True
-
-    def accepted(self) -> None:
-        self._accept_trouble = False
 
     def close(self) -> None:
         self._stop.set()

@@ -140,7 +140,7 @@ def parse(head: bytes, body_max: int = BODY_MAX) -> Request:
             tokens = {t.strip(b" \t").lower() for t in value.split(b",")}
             close |= b"close" in tokens
             keep_alive |= b"keep-alive" in tokens
-    if hosts > 1 or (http11 and hosts == 0 and not absolute):
+    if hosts > 1 or (http11 and hosts == 0):
         return Request(400)                   # RFC 9112 3.2: exactly one Host in HTTP/1.1
     if len(lengths) > 1 or (chunked and lengths):
         return Request(400)                   # RFC 9112 6.3: a smuggling attempt

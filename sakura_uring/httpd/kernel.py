@@ -33,8 +33,10 @@ def serve(listener: socket.socket, ctx, stop: threading.Event,
             # reused fd number) for shutdown() until the request has ended
             try:
                 theirs = os.dup(sock.fileno())
-            except OSError:
+            except OSError as e:               # out of fds: as when accept() is
                 sock.close()
+                if not ctx.conns.accept_failed(e.errno):
+                    raise
                 return
             conn = ctx.conns.add(sock.fileno())
             try:

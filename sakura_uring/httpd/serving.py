@@ -43,6 +43,5 @@ def accept_loop(listener: socket.socket, ctx: Context, stop: threading.Event,
                 time.sleep(BACKOFF_S)
                 continue
             raise
-        ctx.conns.accepted()
         sock.settimeout(None)
         on_connection(sock)
