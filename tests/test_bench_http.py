@@ -13,11 +13,11 @@ pytestmark = pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("ngi
 
 
 @pytest.fixture
-def docroot(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    (root / "1k.bin").write_bytes(os.urandom(1024))
-    return root
+def docroot():
+    # as make demo makes it: reachable by nginx's worker and our models (both nobody)
+    tmp, root = bench.docroot("sakura-bench-test-", {"1k.bin": 1024})
+    yield root
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.mark.parametrize("server", ["nginx", "kernel"])

@@ -59,7 +59,7 @@ def serve(listener: socket.socket, ctx, stop: threading.Event,
 
             def probe():
                 v = kr.variables(fut, V_SINCE, 2)
-                if v is None:
+                if v is None or v[0] == 0:       # finished, or the handler has not begun
                     return None
                 return PHASES.get(v[1], BUSY), v[0] / 1e9
 
