@@ -15,6 +15,7 @@ import pytest
 
 from sakura_uring.bench.http import Started, docroot
 from sakura_uring.httpd import MODELS
+from sakura_uring.httpd.http import response_head
 
 from helpers import make_docroot
 
@@ -167,6 +168,9 @@ def test_hostile_case(server, case):
     if server.name != "nginx":
         assert not reset, "an error answer must linger, not reset the connection"
         assert b"secret" not in out and b"root:" not in out
+        if len(want) == 1 and want[0] >= 400:
+            # exactly its header, nothing else (the kernel's 431 once had a stray byte)
+            assert out == response_head(want[0], 0, False)
 
 
 def test_every_difference_from_nginx_is_a_case():
