@@ -517,3 +517,32 @@ int sk_probe_direct(void)
     io_uring_queue_exit(&ring);
     return ret;
 }
+
+/* ---- the HTTP models' open (sakura_uring/httpd/site.py) ------------------------------ */
+
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+int sk_open_beneath(int dirfd, const char *path, long long *size)
+{
+    struct open_how how = {
+        .flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    };
+    int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return -ENXIO;
+    }
+    *size = st.st_size;
+    return fd;
+}

@@ -67,3 +67,7 @@ int sk_probe(uint8_t *supported, unsigned max_ops, int *last_op);
 int sk_probe_direct(void);
 int sk_lay_nops(struct sk_ring *r, unsigned n, uint64_t user_data);
 int sk_known_ops(uint8_t *out, unsigned max);
+/* openat2(dirfd, path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, RESOLVE_BENEATH |
+   RESOLVE_NO_MAGICLINKS) and fstat in one call: the fd of a regular file with *size its
+   size, -ENXIO (closed) for anything else, or -errno */
+int sk_open_beneath(int dirfd, const char *path, long long *size);

@@ -81,11 +81,14 @@ def response_head(status: int, length: int, keep: bool) -> bytes:
 def parse(head: bytes, body_max: int = BODY_MAX) -> Request:
     """A whole request head (as split_head returns it) -> Request. Every byte may be
     crafted: anything RFC 9112 does not allow is a 400, never a guess."""
-    head = head.lstrip(b"\r\n")               # RFC 9112 2.2: empty lines before the request
-    if b"\r" in head.replace(b"\r\n", b""):
-        return Request(400)                   # a bare CR
+    if head[:1] in (b"\r", b"\n"):
+        head = head.lstrip(b"\r\n")           # RFC 9112 2.2: empty lines before the request
+    crs = head.count(b"\r")
+    if crs:
+        if crs != head.count(b"\r\n"):
+            return Request(400)               # a bare CR
+        head = head.replace(b"\r\n", b"\n")
     lines = head.split(b"\n")
-    lines = [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not _METHOD.match(parts[0]):
         return Request(400)                   # two spaces, a missing version, a stray word

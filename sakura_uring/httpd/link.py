@@ -12,26 +12,47 @@ from .connection import CHUNK, Truncated
 from .. import Chain
 
 BUFFERS = 512
+PREPARED_MAX = 16
 # MSG_WAITALL: io_uring resends a short send itself, and a send still short fails the link
 SEND_FLAGS = socket.MSG_NOSIGNAL | socket.MSG_WAITALL
 
 
 class LinkIO(RingIO):
+    def __init__(self, ring, fd):
+        super().__init__(ring, fd)
+        # chains built for this connection, reused when a request repeats (same file fd
+        # number, chunk, header): building a chain costs more than running it
+        self.prepared: dict = {}
+
+    def _chain(self, ffd: int, off: int, n: int, head: bytes, recv_next: bool):
+        key = (ffd, off, n, head, recv_next)
+        got = self.prepared.get(key)
+        if got is not None:
+            return got
+        c = Chain()
+        data = c.read(ffd, n, off) if n else None   # a short read (the file shrank) breaks it
+        hstep = c.send(self.fd, head, flags=SEND_FLAGS | (socket.MSG_MORE if n else 0)) \
+            if head else None
+        bstep = c.send(self.fd, data, flags=SEND_FLAGS) if n else None
+        nxt = c.recv(self.fd, CHUNK) if recv_next else None
+        got = (c, data, hstep, bstep, nxt)
+        if len(self.prepared) >= PREPARED_MAX:
+            self.prepared.clear()
+        self.prepared[key] = got
+        return got
+
     async def respond(self, head: bytes, opened, then_recv: bool):
-        fd = self.fd
         off, size = 0, opened.size if opened is not None else 0
+        ffd = opened.fd if opened is not None else -1
         while True:
-            c = Chain()
-            data = hstep = None
             n = min(CHUNK, size - off)
-            if n:
-                data = c.read(opened.fd, n, off)     # a short read (the file shrank) breaks it
-            if head:
-                hstep = c.send(fd, head, flags=SEND_FLAGS | (socket.MSG_MORE if n else 0))
-            bstep = c.send(fd, data, flags=SEND_FLAGS) if n else None
             last = off + n >= size
-            nxt = c.recv(fd, CHUNK) if last and then_recv else None
+            c, data, hstep, bstep, nxt = self._chain(ffd, off, n, head, last and then_recv)
             res = await self.ring.run_async(c)
+            if nxt is not None and res.ok:
+                # the common case, checked without a StepResult: a soft link ran to the
+                # recv, so every read and send before it moved all its bytes
+                return res.data(nxt) or b""
             if data is not None and res[data].res != n:
                 raise Truncated(f"the file ended at {off} of {size} bytes")
             if hstep is not None:

@@ -8,37 +8,11 @@ cache. O_NONBLOCK keeps a FIFO or device from hanging the open; anything but a r
 file is then a 404. The kernel model does the same in BPF (bpf/handlers/http.c)."""
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import stat
 from dataclasses import dataclass
 
-SYS_openat2 = 437                 # x86_64 and the generic table alike
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_BENEATH = 0x08
-OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
-
-
-_HOW = _OpenHow(OPEN_FLAGS, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)
-_HOW_SIZE = ctypes.sizeof(_OpenHow)
-
-
-def openat2(dirfd: int, path: bytes) -> int:
-    """The file at `path` beneath dirfd, read-only and non-blocking; raises OSError."""
-    fd = _libc.syscall(SYS_openat2, dirfd, path, ctypes.byref(_HOW), _HOW_SIZE)
-    if fd < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), path)
-    return fd
+from .._native import ffi, lib
 
 
 @dataclass(frozen=True)
@@ -62,23 +36,16 @@ class Site:
         rel = target.lstrip(b"/")
         if not rel or rel.endswith(b"/"):
             rel += b"index.html"
-        try:
-            fd = openat2(self.fd, rel)
-        except OSError as e:
-            if e.errno in (errno.EACCES, errno.EPERM):
-                return 403
-            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
-                return 503
-            return 404                # ENOENT, ENOTDIR, EXDEV (escapes), ELOOP, ...
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            os.close(fd)
-            return 404
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            return 404                # a directory, FIFO, device, socket
-        return Opened(fd, st.st_size)
+        # openat2 + fstat in one native call (sk_open_beneath in _native/shim.c)
+        size = ffi.new("long long *")                # per call: threads share the Site
+        fd = lib.sk_open_beneath(self.fd, rel, size)
+        if fd >= 0:
+            return Opened(fd, size[0])
+        if fd in (-errno.EACCES, -errno.EPERM):
+            return 403
+        if fd in (-errno.EMFILE, -errno.ENFILE, -errno.ENOMEM):
+            return 503
+        return 404        # ENOENT, ENOTDIR, EXDEV (escapes), ELOOP, ENXIO (not a regular file)
 
     def close(self) -> None:
         if self.fd >= 0:
