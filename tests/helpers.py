@@ -62,20 +62,36 @@ def http_get(port: int, path: str, method: str = "GET"):
     return r, body
 
 
-def http_raw(port: int, request: bytes, *, tolerate_reset: bool = False) -> bytes:
-    """Send raw bytes, read until the server closes. tolerate_reset: a server without a
-    lingering close may reset the connection after its answer."""
+def http_exchange(port: int, data: bytes, *, half_close: bool = False,
+                  timeout: float = 10) -> tuple[bytes, bool]:
+    """Send raw bytes (then shut our side if half_close), read until the server closes or
+    `timeout` passes with nothing new: (bytes, whether it ended in a reset)."""
     import socket
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(request)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)                 # the server then sees the end
+        except OSError:
+            pass                                           # it answered and closed early
         out = b""
         try:
             while chunk := s.recv(65536):
                 out += chunk
         except ConnectionResetError:
-            if not tolerate_reset:
-                raise
-        return out
+            return out, True
+        except TimeoutError:
+            pass
+        return out, False
+
+
+def http_raw(port: int, request: bytes, *, tolerate_reset: bool = False) -> bytes:
+    """Send raw bytes, read until the server closes. tolerate_reset: a server without a
+    lingering close may reset the connection after its answer."""
+    out, reset = http_exchange(port, request)
+    if reset and not tolerate_reset:
+        raise ConnectionResetError(f"reset after {out[:80]!r}")
+    return out
 
 
 def assert_answers_bad_request(out: bytes, status: int) -> None:

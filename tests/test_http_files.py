@@ -3,9 +3,7 @@ leaves the root, Content-Length always equals the bytes sent, nothing is cached,
 files stream in bounded chunks."""
 import http.client
 import os
-import resource
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path

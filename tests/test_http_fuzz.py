@@ -5,7 +5,6 @@ import http.client
 import random
 import re
 import shutil
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +15,7 @@ from sakura_uring.bench.http import docroot
 from sakura_uring.httpd import MODELS, Server
 from sakura_uring.httpd.http import REASONS
 
-from helpers import make_docroot, open_fds
+from helpers import http_exchange, make_docroot, open_fds
 
 N = 2000
 SEEDS = [
@@ -55,19 +54,7 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
 
 
 def exchange(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        try:
-            s.sendall(data)
-            s.shutdown(socket.SHUT_WR)                      # then the server sees the end
-        except OSError:
-            pass
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except OSError:
-            pass
-        return out
+    return http_exchange(port, data, half_close=True)[0]
 
 
 STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ([^\r\n]*)\r\n")

@@ -7,8 +7,6 @@ is acceptable (docs/http.md lists the same table)."""
 import os
 import re
 import shutil
-import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from sakura_uring.bench.http import Started, docroot
 from sakura_uring.httpd import MODELS
 from sakura_uring.httpd.http import response_head
 
-from helpers import make_docroot
+from helpers import http_exchange, make_docroot
 
 H = b"Host: x\r\n"
 CLOSER = b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -139,21 +137,6 @@ def server(request, root, tmp_path_factory):
     s.stop()
 
 
-def exchange(port: int, data: bytes, timeout: float = 5) -> tuple[bytes, bool]:
-    """Send data, read until the server closes: (bytes, whether it ended in a reset)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except ConnectionResetError:
-            return out, True
-        except TimeoutError:
-            pass
-        return out, False
-
-
 def statuses(out: bytes) -> list[int]:
     return [int(m.group(1)) for m in re.finditer(rb"HTTP/1\.1 (\d{3}) [^\r\n]*\r\n", out)]
 
@@ -163,7 +146,7 @@ def test_hostile_case(server, case):
     request, want = CASES[case]
     if server.name == "nginx" and case in NGINX:
         want = NGINX[case][0]
-    out, reset = exchange(server.port, request + CLOSER)
+    out, reset = http_exchange(server.port, request + CLOSER, timeout=5)
     assert statuses(out) == want, out[:300]
     if server.name != "nginx":
         assert not reset, "an error answer must linger, not reset the connection"

@@ -2,7 +2,6 @@
 Python (threads, kernel)."""
 from __future__ import annotations
 
-import errno
 import socket
 import threading
 import time
