@@ -22,6 +22,8 @@ CLOSER = b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 SMUGGLED = b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"
 PIPELINED = b"".join(b"GET /index.html?%04d HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n"
                      % (i, b"p" * 40) for i in range(60))        # 5.4 KiB in one send
+PIPELINED_BIG = b"".join(b"GET /index.html?%04d HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n"
+                         % (i, b"q" * (i % 97)) for i in range(300))   # 30 KiB, ragged
 
 
 def get(target: bytes, *headers: bytes, version=b"HTTP/1.1", method=b"GET") -> bytes:
@@ -77,6 +79,7 @@ CASES = {
     "encoded_dot_dot": (get(b"/%2e%2e/secret", H), [404, 200]),
     "encoded_nul": (get(b"/index%00.html", H), [400]),
     "pipelined_past_4k": (PIPELINED, [200] * 61),
+    "pipelined_30k": (PIPELINED_BIG, [200] * 301),
     "header_over_4k": (get(b"/index.html", H, b"X: " + b"y" * 5000 + b"\r\n"), [431]),
     "target_over_1k": (get(b"/" + b"a" * 2000, H), [414]),
 }
