@@ -209,3 +209,22 @@ def test_a_fatal_accept_error_exits_non_zero_with_a_message(model, root):
             proc.wait()
     assert proc.returncode == 1, err
     assert "sakura-uring httpd:" in err and "Invalid argument" in err, err
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_close_ends_the_connections_still_open(model, root):
+    from helpers import open_fds
+    before = open_fds()
+    with Server(model, root) as srv:
+        clients = [socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                   for _ in range(20)]
+        clients[0].sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert clients[0].recv(4096).startswith(b"HTTP/1.1 200")
+    try:
+        for c in clients:                     # each sees the server's end of it
+            assert closed_within(c, 5) is not None
+    finally:
+        for c in clients:
+            c.close()
+    time.sleep(0.2)
+    assert not open_fds() - before

@@ -149,6 +149,19 @@ class Conns:
         self.evict()
         return True
 
+    def end_all(self, wait: float = 0.0) -> None:
+        """End every connection still open; wait up to `wait` s for them to be removed."""
+        with self._lock:
+            for c in list(self._all.values()):
+                if not c.ended:
+                    self._end(c)
+        end = time.monotonic() + wait
+        while self._all and time.monotonic() < end:
+            time.sleep(0.01)
+
     def close(self) -> None:
+        """Stop the reaper and end every connection still open (the threads model's
+        connection threads then finish and close their sockets)."""
         self._stop.set()
         self._reaper.join(2)
+        self.end_all()

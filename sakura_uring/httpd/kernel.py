@@ -73,4 +73,7 @@ def serve(listener: socket.socket, ctx, stop: threading.Event,
 
         accept_loop(listener, ctx, stop, ready, connection)
     finally:
+        # each handler closes its own descriptor once its connection ends: end them all
+        # and let the handlers finish before the ring goes
+        ctx.conns.end_all(wait=2.0)
         kr.close()
