@@ -12,6 +12,7 @@ import threading
 from .. import Chain, Ring
 from . import privileges
 from .connection import CHUNK, serve_connection
+from .conns import RESOURCE_ERRNOS
 from .serving import BACKOFF_S, Context
 
 
@@ -83,7 +84,8 @@ async def _accept(ring, listener, ctx, io_class, tasks):
         fd = res[h].res
         if fd < 0:
             if ctx.conns.accept_failed(-fd):
-                await asyncio.sleep(BACKOFF_S)
+                if -fd in RESOURCE_ERRNOS:           # a client's abort needs no pause
+                    await asyncio.sleep(BACKOFF_S)
                 continue
             raise OSError(-fd, f"accept on the listening socket failed: {os.strerror(-fd)} "
                           f"({errno.errorcode.get(-fd, -fd)})")

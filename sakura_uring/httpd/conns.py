@@ -22,6 +22,7 @@ from .http import Limits
 
 IDLE, HEAD, BUSY, LINGER = "idle", "head", "busy", "linger"
 RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+TRANSIENT_ERRNOS = (errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN)
 LOG_EVERY_S = 10.0
 EVICT_BATCH = 32
 
@@ -128,11 +129,10 @@ class Conns:
 
     # -- accept trouble -------------------------------------------------------------------
     def accept_failed(self, err: int) -> bool:
-        """An accept failed with `err`. True: a resource shortage (EMFILE, ...): an idle
-        connection was ended and the caller should back off briefly and retry; one line on
-        stderr per burst (at most one every LOG_EVERY_S). False: not a shortage; the
-        caller decides."""
-        if err in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN):
+        """An accept failed with `err`. True: retry. For a resource shortage (EMFILE, ...)
+        idle connections were ended and the caller should back off (BACKOFF_S) first; one
+        line on stderr per burst (at most one every LOG_EVERY_S). False: fatal."""
+        if err in TRANSIENT_ERRNOS:
             return True
         if err not in RESOURCE_ERRNOS:
             return False

@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .conns import Conns
+from .conns import RESOURCE_ERRNOS, Conns
 from .http import Limits
 from .privileges import User
 from .site import Site
@@ -39,7 +39,8 @@ def accept_loop(listener: socket.socket, ctx: Context, stop: threading.Event,
             if stop.is_set():
                 return
             if e.errno is not None and ctx.conns.accept_failed(e.errno):
-                time.sleep(BACKOFF_S)
+                if e.errno in RESOURCE_ERRNOS:       # a client's abort needs no pause
+                    time.sleep(BACKOFF_S)
                 continue
             raise
         sock.settimeout(None)
