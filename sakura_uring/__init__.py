@@ -13,8 +13,8 @@ chain up from shared memory without a system call.
         print(ring.run(chain)[data].data)
 """
 from .chain import BufferStep, Chain, Fixed, Link, Step
-from .errors import (ChainError, IoUringUnavailable, RingClosed, RingFull, SakuraError,
-                     StepFailed, UnsupportedOperation)
+from .errors import (ChainError, InheritedAfterFork, IoUringUnavailable, RingClosed, RingFull,
+                     SakuraError, StepFailed, StepTimedOut, UnsupportedOperation)
 from .ops import OPS
 from .probe import Engine, KernelProbe, engines, probe
 from .result import ChainResult, StepResult, Statx
@@ -26,5 +26,5 @@ __all__ = [
     "Ring", "Chain", "Link", "Fixed", "Step", "BufferStep", "ChainResult", "StepResult",
     "Statx", "sakura_call", "probe", "KernelProbe", "engines", "Engine", "OPS", "SakuraError",
     "IoUringUnavailable", "ChainError", "UnsupportedOperation", "RingClosed", "RingFull",
-    "StepFailed",
+    "StepFailed", "StepTimedOut", "InheritedAfterFork",
 ]

@@ -9,13 +9,19 @@ bad input never reaches the kernel) and returns a typed handle:
     BufferStep  a read/recv/statx whose bytes land in a buffer; write/send take it as data
     Step        any other step, for indexing results: result[handle]
 
+Handles are made only by the library, and a chain trusts none of their fields: it finds
+the step a handle names in its own records (by identity), so a forged or edited handle is
+refused before anything is registered. The native layer checks every index again.
+
 `Chain._freeze()` packs the steps into the compact description the native layer lays
-into the SQ (struct sk_step in _native/shim.h) in one C call.
+into the SQ (struct sk_step in _native/shim.h) in one C call, and decides how each step is
+linked to the next (see _link_out).
 """
 from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 import os
 import socket as _socket
 import struct
@@ -30,6 +36,12 @@ _U64 = 2**64 - 1
 MAX_STEPS = 4096             # a chain this long would not fit any sensible ring anyway
 ARENA_INLINE = 64 * 1024     # data up to this size is copied into the chain's arena
 STATX_SIZE = 256
+MAX_FD = 2**31 - 1
+# A timeout must fit a timespec even when added to CLOCK_MONOTONIC's now (the chain's
+# deadline is absolute): 2**62 ns, about 146 years.
+MAX_TIMEOUT_NS = 2**62
+MAX_TIMEOUT = MAX_TIMEOUT_NS / 1e9
+_KEY = object()              # only the library makes handles
 
 # struct sk_step, see _native/shim.h (64 bytes)
 STEP_STRUCT = struct.Struct("<BBBBiIIQQQiiBBBBIQ")
@@ -54,7 +66,10 @@ class Step:
     """Handle of one step in a chain; use it to index the ChainResult."""
     __slots__ = ("chain", "index", "op")
 
-    def __init__(self, chain: "Chain | None", index: int | None, op: str | None):
+    def __init__(self, chain: "Chain | None", index: int | None, op: str | None, key=None):
+        if key is not _KEY:
+            raise TypeError("handles are made by a Chain's step methods and by "
+                            "Ring.register_file, not by hand")
         self.chain = chain
         self.index = index
         self.op = op
@@ -67,17 +82,19 @@ class Fixed(Step):
     """A direct (registered) file slot.
 
     Made by Chain.openat/accept/socket (a slot that lives as long as the chain) or by
-    Ring.register_file (a slot that lives until Ring.unregister_file)."""
-    __slots__ = ("slot", "ring")
+    Ring.register_file (a slot that lives until Ring.unregister_file; `generation` tells
+    successive registrations of the same slot apart)."""
+    __slots__ = ("slot", "ring", "generation")
 
-    def __init__(self, chain, index, op, slot: int, ring=None):
-        super().__init__(chain, index, op)
+    def __init__(self, chain, index, op, slot: int, ring=None, generation: int = 0, key=None):
+        super().__init__(chain, index, op, key)
         self.slot = slot
         self.ring = ring
+        self.generation = generation
 
     def __repr__(self) -> str:
         if self.ring is not None:
-            return f"<Fixed ring slot {self.slot}>"
+            return f"<Fixed ring slot {self.slot} generation {self.generation}>"
         return f"<Fixed chain slot {self.slot} from step {self.index} ({self.op})>"
 
 
@@ -85,11 +102,11 @@ class BufferStep(Step):
     """A step whose bytes land in a buffer (read, recv, statx)."""
     __slots__ = ("buffer", "length", "exact")
 
-    def __init__(self, chain, index, op, buffer: int, length: int, exact: bool):
-        super().__init__(chain, index, op)
+    def __init__(self, chain, index, op, buffer: int, length: int, exact: bool, key=None):
+        super().__init__(chain, index, op, key)
         self.buffer = buffer
         self.length = length
-        self.exact = exact   # a short result breaks a SOFT link, so the bytes are all there
+        self.exact = exact   # a short result is a failure, so the bytes are all there
 
 
 class _StepInfo:
@@ -104,7 +121,7 @@ class _StepInfo:
         self.buffer = buffer            # local buffer this step fills, -1 none
         self.fills_slot = fills_slot    # local slot this step fills, -1 none
         self.closes_slot = closes_slot  # local slot this step closes, -1 none
-        self.exact = exact              # a short result is a failure for a link
+        self.exact = exact              # a short result is a failure (and breaks a link)
         self.timeout = timeout          # seconds, or None
 
 
@@ -127,6 +144,9 @@ class Frozen:
     chain: object                # the Chain (handles are checked against it)
     soft: bool                   # Link.SOFT: a failure cancels the rest
     data_steps: tuple            # (step index, local buffer, is statx) for steps with bytes
+    exact_pos: tuple             # (SQE position, length) of steps a short result fails
+    exact: frozenset             # their step indices
+    links: tuple                 # step index -> the Link it was laid with to the next
     slot_fill_pos: tuple         # local slot -> SQE position of the step that fills it
     slot_close_pos: tuple        # local slot -> SQE positions of steps that close it
     cdata: object = field(default=None, repr=False)   # native views, made by the ring
@@ -140,14 +160,31 @@ def _check_int(name: str, value, lo: int, hi: int, exc=ChainError) -> int:
     return value
 
 
-def _check_timeout(timeout) -> float | None:
+def _check_bool(name: str, value) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"{name} must be True or False, not {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_timeout(timeout, name: str = "timeout") -> float | None:
+    """Seconds, finite, > 0 and at most MAX_TIMEOUT; None for no timeout."""
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be seconds as a number, not {type(timeout).__name__}")
-    if not timeout > 0 or timeout != timeout:
-        raise ChainError(f"timeout must be > 0 seconds, got {timeout!r}")
+        raise TypeError(f"{name} must be seconds as an int or float, not {type(timeout).__name__}")
+    try:
+        ok = 0 < timeout <= MAX_TIMEOUT and math.isfinite(timeout)
+    except OverflowError:      # an int too large for a float
+        ok = False
+    if not ok:
+        raise ChainError(f"{name} = {timeout!r} s is out of range: a timeout is finite, > 0 and "
+                         f"at most {MAX_TIMEOUT:.0f} s (2**62 ns, what a kernel timespec holds "
+                         f"with the deadline added); pass None for no timeout")
     return float(timeout)
+
+
+def _timeout_ns(seconds: float) -> int:
+    return max(1, min(int(seconds * 1e9), MAX_TIMEOUT_NS))
 
 
 def sockaddr(address) -> bytes:
@@ -207,6 +244,7 @@ class Chain:
         self._nslots = 0
         self._buffers: list[int] = []
         self._ring_slots: list[Fixed] = []
+        self._ring_seen: dict[int, Fixed] = {}
         self._pins: list = []
         self._frozen: dict[bool, Frozen] = {}
 
@@ -222,25 +260,41 @@ class Chain:
         return [s.handle for s in self._steps]
 
     # -- argument kinds ------------------------------------------------------------
+    def _own(self, h: Step, what: str) -> _StepInfo:
+        """The record of the step a handle names, found by identity: a handle whose fields
+        were changed, or one of another chain, is refused."""
+        if h.chain is not self:
+            raise ChainError(f"{what} {h!r} belongs to another chain; a chain's slots and "
+                             f"buffers live only as long as that chain")
+        idx = h.index
+        steps = self._steps
+        if type(idx) is not int or not 0 <= idx < len(steps) or steps[idx].handle is not h:
+            raise ChainError(f"{what} {h!r} is not a handle this chain made (was it changed?)")
+        return steps[idx]
+
     def _file(self, f, what: str = "file") -> tuple[int, int]:
         if isinstance(f, Fixed):
             if f.ring is not None:
-                self._ring_slots.append(f)
+                registered = getattr(f.ring, "_registered", {})
+                if registered.get(f.slot) is not f:
+                    raise ChainError(f"{what} {f!r} is no longer registered with its ring "
+                                     f"(unregister_file was called); register the file again")
+                self._ring_seen[f.slot] = f     # _add takes it if the step is added
                 return FD_RING_SLOT, f.slot
-            if f.chain is not self:
-                raise ChainError(f"{f!r} belongs to another chain; a chain's slots live only "
-                                 f"as long as that chain")
-            return FD_LOCAL_SLOT, f.slot
+            info = self._own(f, what)
+            if info.fills_slot < 0:
+                raise ChainError(f"{what} {f!r} does not name a slot")
+            return FD_LOCAL_SLOT, info.fills_slot
         if isinstance(f, Step):
             raise TypeError(f"{what} must be a Fixed slot or an fd, not a {type(f).__name__} "
                             f"(only openat/accept/socket steps yield files)")
         if isinstance(f, int) and not isinstance(f, bool):
-            if f < 0:
-                raise ChainError(f"{what} fd {f} is negative")
+            if not 0 <= f <= MAX_FD:
+                raise ChainError(f"{what} fd {f} is out of range [0, {MAX_FD}]")
             return FD_PLAIN, f
         fileno = getattr(f, "fileno", None)
         if callable(fileno):
-            return FD_PLAIN, _check_int(f"{what}.fileno()", fileno(), 0, 2**31 - 1)
+            return FD_PLAIN, _check_int(f"{what}.fileno()", fileno(), 0, MAX_FD)
         raise TypeError(f"{what} must be a Fixed slot, an int fd or an object with fileno(), "
                         f"not {type(f).__name__}")
 
@@ -264,15 +318,19 @@ class Chain:
     def _data(self, data) -> tuple[int, int, int]:
         """-> (addr_kind, addr, length)."""
         if isinstance(data, BufferStep):
-            if data.chain is not self:
-                raise ChainError(f"{data!r} belongs to another chain")
-            if not data.exact:
+            info = self._own(data, "data")
+            if not info.exact and info.op.name != "read":
                 raise ChainError(
                     f"{data!r} may come back short, and a link cannot carry the byte count: "
-                    f"the step would send {data.length} bytes, some of them stale. Use "
+                    f"the step would send {info.length} bytes, some of them stale. Use "
                     f"recv(..., waitall=True) so a short receive breaks the chain, or a kernel "
                     f"handler to send exactly the bytes received")
-            return ADDR_BUFFER, data.buffer, data.length
+            # a read whose bytes are sent on must be whole: its short result now breaks
+            # the chain before the consumer (stale bytes are never sent)
+            info.exact = data.exact = True
+            if self._frozen:
+                self._frozen.clear()
+            return ADDR_BUFFER, info.buffer, info.length
         if isinstance(data, Step):
             raise TypeError(f"data must be bytes or a read/recv step, not {data!r}")
         if isinstance(data, str):
@@ -295,14 +353,24 @@ class Chain:
     def _add(self, name: str, handle: Step, timeout, *, fd_kind=FD_NONE, addr_kind=ADDR_VALUE,
              fd=-1, len=0, op_flags=0, off=0, addr=0, addr2=0, file_index=-1, fd2=-1,
              fd2_kind=FD_NONE, addr2_kind=ADDR_VALUE, mode=0, length=0, buffer=-1,
-             fills=-1, closes=-1, exact=False) -> Step:
+             buf_len=0, fills=-1, closes=-1, exact=False) -> Step:
+        """Record a step whose arguments all passed their checks. The slot it fills and the
+        buffer it uses are taken here, last, so a refused step takes nothing."""
         if timeout is not None:
             timeout = _check_timeout(timeout)
         op = _OPS[name]
         # link, timeout kind and timeout ns are patched in by _freeze
-        self._packed.append(_pack(op.opcode, 0, fd_kind, addr_kind, fd, len, op_flags, off,
-                                  addr, addr2, file_index, fd2, fd2_kind, addr2_kind, 0, 0,
-                                  mode, 0))
+        packed = _pack(op.opcode, 0, fd_kind, addr_kind, fd, len, op_flags, off, addr, addr2,
+                       file_index, fd2, fd2_kind, addr2_kind, 0, 0, mode, 0)
+        if fd_kind == FD_RING_SLOT:
+            self._ring_slots.append(self._ring_seen[fd])
+        if fd2_kind == FD_RING_SLOT:
+            self._ring_slots.append(self._ring_seen[fd2])
+        if fills >= 0:
+            self._nslots += 1
+        if buffer >= 0:
+            self._buffers.append(buf_len)
+        self._packed.append(packed)
         self._steps.append(_StepInfo(op, handle, length, buffer, fills, closes, exact, timeout))
         if self._frozen:
             self._frozen.clear()
@@ -317,7 +385,7 @@ class Chain:
     # -- steps -----------------------------------------------------------------------
     def nop(self, *, timeout: float | None = None) -> Step:
         """A request that does nothing (measures the ring itself)."""
-        return self._add("nop", Step(self, self._next(), "nop"), timeout)
+        return self._add("nop", Step(self, self._next(), "nop", _KEY), timeout)
 
     def openat(self, path, flags: int = os.O_RDONLY, mode: int = 0o644, *,
                direct: bool = True, timeout: float | None = None) -> Step:
@@ -328,53 +396,63 @@ class Chain:
             _check_int("flags", flags, 0, 2**32 - 1)
         if type(mode) is not int or not 0 <= mode <= 0o7777:
             _check_int("mode", mode, 0, 0o7777)
+        _check_bool("direct", direct)
+        timeout = _check_timeout(timeout)
         i = self._next()
         addr = self._path(path)
         if not direct:
-            return self._add("openat", Step(self, i, "openat"), timeout, addr_kind=ADDR_ARENA,
-                             addr=addr, op_flags=flags | os.O_CLOEXEC, mode=mode)
+            return self._add("openat", Step(self, i, "openat", _KEY), timeout,
+                             addr_kind=ADDR_ARENA, addr=addr, op_flags=flags | os.O_CLOEXEC,
+                             mode=mode)
         slot = self._nslots
-        self._nslots += 1
         # a slot refuses O_CLOEXEC (it is never inherited anyway)
-        return self._add("openat", Fixed(self, i, "openat", slot), timeout, addr_kind=ADDR_ARENA,
-                         addr=addr, op_flags=flags & ~os.O_CLOEXEC, mode=mode, file_index=slot,
-                         fills=slot)
+        return self._add("openat", Fixed(self, i, "openat", slot, key=_KEY), timeout,
+                         addr_kind=ADDR_ARENA, addr=addr, op_flags=flags & ~os.O_CLOEXEC,
+                         mode=mode, file_index=slot, fills=slot)
 
-    def read(self, file, length: int, offset: int = 0, *,
+    def read(self, file, length: int, offset: int = 0, *, exact: bool = False,
              timeout: float | None = None) -> BufferStep:
         """Read up to `length` bytes at `offset` (-1: the file position) into a buffer.
 
-        A short read breaks a Link.SOFT chain (the rest is cancelled); the result says so."""
+        Like os.read, a short read is not an error: the step's data is what was read, its
+        `short` is set and the chain goes on. exact=True makes a short read a failure that
+        cancels the rest of a Link.SOFT chain; a read whose buffer a later write/send of
+        this chain uses is exact by itself (stale bytes are never sent)."""
         kind, fd = self._file(file)
         if type(length) is not int or not 0 <= length <= MAX_RW:
             _check_int("length", length, 0, MAX_RW)
         if type(offset) is not int or not -1 <= offset < 2**63:
             _check_int("offset", offset, -1, 2**63 - 1)
+        _check_bool("exact", exact)
         buf = len(self._buffers)
-        self._buffers.append(length)
-        return self._add("read", BufferStep(self, self._next(), "read", buf, length, True), timeout,
-                         fd_kind=kind, fd=fd, addr_kind=ADDR_BUFFER, addr=buf, len=length,
-                         off=offset & _U64, length=length, buffer=buf, exact=True)
+        return self._add("read", BufferStep(self, self._next(), "read", buf, length, exact, _KEY),
+                         timeout, fd_kind=kind, fd=fd, addr_kind=ADDR_BUFFER, addr=buf,
+                         len=length, off=offset & _U64, length=length, buffer=buf,
+                         buf_len=length, exact=exact)
 
     def write(self, file, data, offset: int = 0, *, timeout: float | None = None) -> Step:
-        """Write bytes, or the buffer a read/recv step of this chain filled, at `offset`."""
+        """Write bytes, or the buffer a read/recv step of this chain filled, at `offset`.
+        A short write is a failure."""
         kind, fd = self._file(file)
         if type(offset) is not int or not -1 <= offset < 2**63:
             _check_int("offset", offset, -1, 2**63 - 1)
+        timeout = _check_timeout(timeout)
         akind, addr, length = self._data(data)
-        return self._add("write", Step(self, self._next(), "write"), timeout, fd_kind=kind, fd=fd,
-                         addr_kind=akind, addr=addr, len=length, off=offset & _U64,
+        return self._add("write", Step(self, self._next(), "write", _KEY), timeout, fd_kind=kind,
+                         fd=fd, addr_kind=akind, addr=addr, len=length, off=offset & _U64,
                          length=length, exact=True)
 
     def close(self, file, *, timeout: float | None = None) -> Step:
-        """Close a Fixed slot (close_direct) or a plain fd."""
+        """Close a Fixed slot (close_direct) or a plain fd. The closes that end a chain run
+        even after a failure (they are hard-linked in; see _link_out)."""
         kind, fd = self._file(file)
-        return self._add("close", Step(self, self._next(), "close"), timeout, fd_kind=kind,
-                         fd=fd, closes=fd if kind == FD_LOCAL_SLOT else -1)
+        return self._add("close", Step(self, self._next(), "close", _KEY), timeout,
+                         fd_kind=kind, fd=fd, closes=fd if kind == FD_LOCAL_SLOT else -1)
 
     def fsync(self, file, *, datasync: bool = False, timeout: float | None = None) -> Step:
         kind, fd = self._file(file)
-        return self._add("fsync", Step(self, self._next(), "fsync"), timeout, fd_kind=kind,
+        _check_bool("datasync", datasync)
+        return self._add("fsync", Step(self, self._next(), "fsync", _KEY), timeout, fd_kind=kind,
                          fd=fd, op_flags=1 if datasync else 0)
 
     def recv(self, sock, length: int, *, waitall: bool = False, flags: int = 0,
@@ -384,22 +462,24 @@ class Chain:
         kind, fd = self._file(sock, "sock")
         _check_int("length", length, 0, MAX_RW)
         _check_int("flags", flags, 0, 2**31 - 1)
+        _check_bool("waitall", waitall)
         if waitall:
             flags |= _socket.MSG_WAITALL
         buf = len(self._buffers)
-        self._buffers.append(length)
-        return self._add("recv", BufferStep(self, self._next(), "recv", buf, length, bool(waitall)),
+        return self._add("recv", BufferStep(self, self._next(), "recv", buf, length, waitall,
+                                            _KEY),
                          timeout, fd_kind=kind, fd=fd, addr_kind=ADDR_BUFFER, addr=buf,
-                         len=length, op_flags=flags, length=length, buffer=buf,
-                         exact=bool(waitall))
+                         len=length, op_flags=flags, length=length, buffer=buf, buf_len=length,
+                         exact=waitall)
 
     def send(self, sock, data, *, flags: int = 0, timeout: float | None = None) -> Step:
         """Send bytes, or the buffer a read (or recv(waitall=True)) step filled."""
         kind, fd = self._file(sock, "sock")
         _check_int("flags", flags, 0, 2**31 - 1)
+        timeout = _check_timeout(timeout)
         akind, addr, length = self._data(data)
-        return self._add("send", Step(self, self._next(), "send"), timeout, fd_kind=kind, fd=fd,
-                         addr_kind=akind, addr=addr, len=length,
+        return self._add("send", Step(self, self._next(), "send", _KEY), timeout, fd_kind=kind,
+                         fd=fd, addr_kind=akind, addr=addr, len=length,
                          op_flags=flags | _socket.MSG_NOSIGNAL, length=length)
 
     def accept(self, sock, *, direct: bool = True, flags: int = 0,
@@ -408,21 +488,23 @@ class Chain:
         direct=False: a plain fd (owned by you) comes back as the step's result."""
         kind, fd = self._file(sock, "sock")
         _check_int("flags", flags, 0, 2**31 - 1)
+        _check_bool("direct", direct)
         i = self._next()
         if direct:
             slot = self._nslots
-            self._nslots += 1
-            return self._add("accept", Fixed(self, i, "accept", slot), timeout, fd_kind=kind,
-                             fd=fd, op_flags=flags & ~_socket.SOCK_CLOEXEC, file_index=slot,
-                             fills=slot)
-        return self._add("accept", Step(self, i, "accept"), timeout, fd_kind=kind, fd=fd,
+            return self._add("accept", Fixed(self, i, "accept", slot, key=_KEY), timeout,
+                             fd_kind=kind, fd=fd, op_flags=flags & ~_socket.SOCK_CLOEXEC,
+                             file_index=slot, fills=slot)
+        return self._add("accept", Step(self, i, "accept", _KEY), timeout, fd_kind=kind, fd=fd,
                          op_flags=flags | _socket.SOCK_CLOEXEC)
 
     def connect(self, sock, address, *, timeout: float | None = None) -> Step:
         kind, fd = self._file(sock, "sock")
+        timeout = _check_timeout(timeout)
         raw = sockaddr(address)
-        return self._add("connect", Step(self, self._next(), "connect"), timeout, fd_kind=kind,
-                         fd=fd, addr_kind=ADDR_ARENA, addr=self._put(raw), addr2=len(raw))
+        return self._add("connect", Step(self, self._next(), "connect", _KEY), timeout,
+                         fd_kind=kind, fd=fd, addr_kind=ADDR_ARENA, addr=self._put(raw),
+                         addr2=len(raw))
 
     def socket(self, family: int = _socket.AF_INET, type: int = _socket.SOCK_STREAM,
                proto: int = 0, *, timeout: float | None = None) -> Fixed:
@@ -432,8 +514,7 @@ class Chain:
         _check_int("proto", proto, 0, 2**31 - 1)
         i = self._next()
         slot = self._nslots
-        self._nslots += 1
-        return self._add("socket", Fixed(self, i, "socket", slot), timeout, fd=family,
+        return self._add("socket", Fixed(self, i, "socket", slot, key=_KEY), timeout, fd=family,
                          op_flags=type & ~_socket.SOCK_CLOEXEC, len=proto, file_index=slot,
                          fills=slot)
 
@@ -441,14 +522,15 @@ class Chain:
               timeout: float | None = None) -> BufferStep:
         """statx(2) a path; StepResult.stat holds the parsed fields."""
         _check_int("mask", mask, 0, 2**32 - 1)
+        _check_bool("follow_symlinks", follow_symlinks)
+        timeout = _check_timeout(timeout)
         i = self._next()
         addr = self._path(path)
         buf = len(self._buffers)
-        self._buffers.append(STATX_SIZE)
-        return self._add("statx", BufferStep(self, i, "statx", buf, STATX_SIZE, True), timeout,
-                         addr_kind=ADDR_ARENA, addr=addr, addr2_kind=ADDR_BUFFER, addr2=buf,
-                         op_flags=0 if follow_symlinks else 0x100,   # AT_SYMLINK_NOFOLLOW
-                         len=mask, buffer=buf)
+        return self._add("statx", BufferStep(self, i, "statx", buf, STATX_SIZE, True, _KEY),
+                         timeout, addr_kind=ADDR_ARENA, addr=addr, addr2_kind=ADDR_BUFFER,
+                         addr2=buf, op_flags=0 if follow_symlinks else 0x100,  # AT_SYMLINK_NOFOLLOW
+                         len=mask, buffer=buf, buf_len=STATX_SIZE)
 
     def splice(self, file_in, off_in: int, file_out, off_out: int, length: int, *,
                flags: int = 0, timeout: float | None = None) -> Step:
@@ -460,9 +542,9 @@ class Chain:
         _check_int("off_out", off_out, -1, 2**63 - 1)
         _check_int("length", length, 0, MAX_RW)
         _check_int("flags", flags, 0, 2**31 - 1)
-        return self._add("splice", Step(self, self._next(), "splice"), timeout, fd_kind=kout,
-                         fd=fout, fd2_kind=kin, fd2=fin, off=off_out & _U64, addr=off_in & _U64,
-                         len=length, op_flags=flags)
+        return self._add("splice", Step(self, self._next(), "splice", _KEY), timeout,
+                         fd_kind=kout, fd=fout, fd2_kind=kin, fd2=fin, off=off_out & _U64,
+                         addr=off_in & _U64, len=length, op_flags=flags)
 
     # -- opcodes newer than liburing 2.3: laid by number -----------------------------
     def install_fd(self, file: Fixed, *, cloexec: bool = True,
@@ -472,31 +554,57 @@ class Chain:
         if not isinstance(file, Fixed):
             raise TypeError(f"install_fd needs a Fixed slot, not {type(file).__name__}")
         kind, fd = self._file(file)
-        return self._add("install_fd", Step(self, self._next(), "install_fd"), timeout,
+        _check_bool("cloexec", cloexec)
+        return self._add("install_fd", Step(self, self._next(), "install_fd", _KEY), timeout,
                          fd_kind=kind, fd=fd, op_flags=0 if cloexec else 1)
 
     def ftruncate(self, file, length: int, *, timeout: float | None = None) -> Step:
         """Truncate (or extend) a file to `length` bytes (Linux 6.9+)."""
         kind, fd = self._file(file)
         _check_int("length", length, 0, 2**63 - 1)
-        return self._add("ftruncate", Step(self, self._next(), "ftruncate"), timeout,
+        return self._add("ftruncate", Step(self, self._next(), "ftruncate", _KEY), timeout,
                          fd_kind=kind, fd=fd, off=length)
 
     def bind(self, sock, address, *, timeout: float | None = None) -> Step:
         """bind(2) a socket, e.g. one made by socket() in this chain (Linux 6.11+)."""
         kind, fd = self._file(sock, "sock")
+        timeout = _check_timeout(timeout)
         raw = sockaddr(address)
-        return self._add("bind", Step(self, self._next(), "bind"), timeout, fd_kind=kind, fd=fd,
-                         addr_kind=ADDR_ARENA, addr=self._put(raw), addr2=len(raw))
+        return self._add("bind", Step(self, self._next(), "bind", _KEY), timeout, fd_kind=kind,
+                         fd=fd, addr_kind=ADDR_ARENA, addr=self._put(raw), addr2=len(raw))
 
     def listen(self, sock, backlog: int = 128, *, timeout: float | None = None) -> Step:
         """listen(2) on a socket (Linux 6.11+)."""
         kind, fd = self._file(sock, "sock")
         _check_int("backlog", backlog, 0, 65535)
-        return self._add("listen", Step(self, self._next(), "listen"), timeout, fd_kind=kind,
-                         fd=fd, len=backlog)
+        return self._add("listen", Step(self, self._next(), "listen", _KEY), timeout,
+                         fd_kind=kind, fd=fd, len=backlog)
 
     # -- packing ---------------------------------------------------------------------
+    def _link_out(self) -> list[int]:
+        """How each step is tied to the next. Link.SOFT (the default) hard-links two kinds
+        of step, because the kernel fails a link on any short read or write:
+          - a read no later step consumes and not asked exact: like os.read its data is
+            what it read, so a short read must not cancel the rest;
+          - a step followed only by closes of the chain's own slots (its cleanup): the
+            closes run after a failure or a short transfer too (unless the step opens a
+            slot itself: if that fails there is nothing to close, and the ring empties
+            the other slots the chain filled when it completes).
+        A failure still cancels what follows: when a soft-linked step fails, the kernel
+        cancels the whole rest of the link, hard-linked steps included."""
+        steps = self._steps
+        n = len(steps)
+        if self.link is not Link.SOFT:
+            return [int(self.link)] * (n - 1) + [0]
+        out = [0] * n
+        cleanup = True          # every step after i closes one of the chain's slots
+        for i in range(n - 2, -1, -1):
+            cleanup = cleanup and steps[i + 1].closes_slot >= 0
+            s = steps[i]
+            hard = (cleanup and s.fills_slot < 0) or (s.op.name == "read" and not s.exact)
+            out[i] = Link.HARD if hard else Link.SOFT
+        return out
+
     def _freeze(self, deadline: bool) -> Frozen:
         fz = self._frozen.get(deadline)
         if fz is not None:
@@ -508,14 +616,13 @@ class Chain:
         fill_pos = [-1] * self._nslots
         close_pos: list[list[int]] = [[] for _ in range(self._nslots)]
         pos = ntimeouts = 0
-        last = len(self._steps) - 1
-        link = int(self.link)
+        links = self._link_out()
         for i, s in enumerate(self._steps):
             base = i * STEP_STRUCT.size
-            packed[base + _OFF_LINK] = 0 if i == last else link
+            packed[base + _OFF_LINK] = links[i]
             if s.timeout is not None:
                 packed[base + _OFF_TIMEOUT_KIND] = TIMEOUT_REL
-                struct.pack_into("<Q", packed, base + _OFF_TIMEOUT_NS, int(s.timeout * 1e9))
+                struct.pack_into("<Q", packed, base + _OFF_TIMEOUT_NS, _timeout_ns(s.timeout))
             elif deadline:
                 packed[base + _OFF_TIMEOUT_KIND] = TIMEOUT_ABS   # the ring fills in the deadline
             step_pos.append(pos)
@@ -538,6 +645,10 @@ class Chain:
             opcodes=frozenset(s.op.opcode for s in self._steps), ntimeouts=ntimeouts,
             data_steps=tuple((i, s.buffer, s.op.name == "statx")
                              for i, s in enumerate(self._steps) if s.buffer >= 0),
+            exact_pos=tuple((step_pos[i], s.length) for i, s in enumerate(self._steps)
+                            if s.exact and s.length > 0),
+            exact=frozenset(i for i, s in enumerate(self._steps) if s.exact and s.length > 0),
+            links=tuple(Link(v) for v in links),
             steps=tuple(self._steps), pins=tuple(self._pins),
             chain=self, soft=self.link is Link.SOFT,
             slot_fill_pos=tuple(fill_pos), slot_close_pos=tuple(tuple(c) for c in close_pos))

@@ -63,6 +63,19 @@ class RingClosed(SakuraError, RuntimeError):
     """The ring was closed; nothing more can be submitted to it."""
 
 
+class InheritedAfterFork(RingClosed):
+    """A ring (or tracer) created by another process and inherited through fork().
+
+    Its queues and maps are shared with the parent: the child must not use them."""
+
+    def __init__(self, what: str, creator: int):
+        super().__init__(
+            f"this {what} was created by process {creator} and inherited by fork(); its "
+            f"queues are shared with that process, so process {os.getpid()} must not use "
+            f"it: create a new {what} in the child (closing the inherited one only unmaps it)")
+        self.creator = creator
+
+
 class RingFull(SakuraError):
     """block=False was asked and the ring has no room for the chain right now."""
 
@@ -73,3 +86,37 @@ class StepFailed(SakuraError, OSError):
     def __init__(self, err: int, message: str, step=None):
         super().__init__(err, message)
         self.step = step
+
+
+class StepTimedOut(StepFailed, TimeoutError):
+    """Raised by ChainResult.raise_for_error(): a step was stopped by its timeout (its own
+    or the chain's), whatever errno the interrupted system call returned."""
+
+
+# Kernel-internal errnos (include/linux/errno.h) that can leak out of a CQE, e.g. from a
+# request an io-wq worker was running when its timeout cancelled it: each is reported
+# as the errno a user can act on, under its kernel name.
+KERNEL_ERRNOS = {
+    512: ("ERESTARTSYS", _errno.EINTR), 513: ("ERESTARTNOINTR", _errno.EINTR),
+    514: ("ERESTARTNOHAND", _errno.EINTR), 515: ("ENOIOCTLCMD", _errno.ENOTTY),
+    516: ("ERESTART_RESTARTBLOCK", _errno.EINTR), 517: ("EPROBE_DEFER", _errno.EAGAIN),
+    518: ("EOPENSTALE", _errno.ESTALE), 519: ("ENOPARAM", _errno.EINVAL),
+    521: ("EBADHANDLE", _errno.EBADF), 522: ("ENOTSYNC", _errno.EIO),
+    523: ("EBADCOOKIE", _errno.EINVAL), 524: ("ENOTSUPP", _errno.EOPNOTSUPP),
+    525: ("ETOOSMALL", _errno.EINVAL), 526: ("ESERVERFAULT", _errno.EIO),
+    527: ("EBADTYPE", _errno.EINVAL), 528: ("EJUKEBOX", _errno.EAGAIN),
+    529: ("EIOCBQUEUED", _errno.EIO), 530: ("ERECALLCONFLICT", _errno.EIO),
+}
+
+
+def describe_errno(err: int) -> tuple[int, str]:
+    """(errno a user sees, its description): kernel-internal values are mapped and named,
+    unknown ones say so instead of "Unknown error N"."""
+    known = KERNEL_ERRNOS.get(err)
+    if known is not None:
+        name, user = known
+        return user, f"{os.strerror(user)} (the kernel-internal {name}, {err})"
+    text = os.strerror(err)
+    if text.startswith("Unknown error"):
+        return err, f"errno {err}, which Linux does not document for user space"
+    return err, text

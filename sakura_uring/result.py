@@ -7,7 +7,7 @@ import struct
 from typing import NamedTuple
 
 from .chain import Step
-from .errors import StepFailed
+from .errors import StepFailed, StepTimedOut, describe_errno
 
 _ETIME = -errno.ETIME
 _ECANCELED = -errno.ECANCELED
@@ -43,32 +43,38 @@ class StepResult:
     """What one step returned.
 
     res    the CQE result: >= 0 on success (bytes moved, an fd, 0), -errno on failure
-    error  None, or an OSError carrying the errno (TimeoutError when its timeout fired)
+    error  None, or an OSError carrying the errno (TimeoutError when its timeout fired,
+           whatever the interrupted call returned; kernel-internal errnos such as
+           ERESTARTSYS 512 are mapped to the errno a user can act on, EINTR)
     data   bytes for read/recv/statx steps that succeeded, else None
-    short  a read/write moved fewer bytes than asked
+    short  a read/write/recv/send moved fewer bytes than asked
+    exact  a short result is a failure for this step (exact reads, writes, waitall recvs)
     broke_chain  this step's short result cancelled the rest of a Link.SOFT chain
     """
-    __slots__ = ("index", "op", "res", "error", "data", "short", "broke_chain", "timed_out")
+    __slots__ = ("index", "op", "res", "error", "data", "short", "exact", "broke_chain",
+                 "timed_out")
 
     def __init__(self, index: int, op: str, res: int, data: bytes | None = None,
-                 short: bool = False, timed_out: bool = False):
+                 short: bool = False, timed_out: bool = False, exact: bool = False):
         self.index = index
         self.op = op
         self.res = res
         self.data = data
         self.short = short
+        self.exact = exact
         self.broke_chain = False
         self.timed_out = timed_out
         if timed_out:
             self.error = TimeoutError(errno.ETIME, f"step {index} ({op}) timed out")
         elif res < 0:
-            self.error = OSError(-res, f"step {index} ({op}): {os.strerror(-res)}")
+            err, text = describe_errno(-res)
+            self.error = OSError(err, f"step {index} ({op}): {text}")
         else:
             self.error = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.broke_chain
+        return self.error is None and not (self.short and self.exact)
 
     @property
     def stat(self) -> Statx | None:
@@ -104,13 +110,18 @@ class ChainResult:
             fz, vals = self._fz, self._vals
             out = []
             prev = None
+            soft = fz.links
             for i, info in enumerate(fz.steps):
                 r = vals[fz.step_pos[i]]
                 tp = fz.timeout_pos[i]
-                timed_out = tp >= 0 and vals[tp] == _ETIME and r == _ECANCELED
-                short = info.exact and 0 <= r < info.length
-                sr = StepResult(i, info.op.name, r, self._datas.get(i), short, timed_out)
-                if prev is not None and prev.short and fz.soft and r == _ECANCELED:
+                # the timeout fired and the step did not complete: timed out, whatever
+                # errno the interrupted call gave (ECANCELED, EINTR, ERESTARTSYS ...)
+                timed_out = tp >= 0 and vals[tp] == _ETIME and r < 0
+                short = 0 <= r < info.length
+                sr = StepResult(i, info.op.name, r, self._datas.get(i), short, timed_out,
+                                i in fz.exact)
+                if (prev is not None and prev.short and prev.exact and r == _ECANCELED
+                        and soft[i - 1] == 1):
                     prev.broke_chain = True
                 out.append(sr)
                 prev = sr
@@ -123,15 +134,20 @@ class ChainResult:
 
     @property
     def ok(self) -> bool:
-        if self._steps is None and min(self._vals) >= 0:
-            return True    # fast path: every CQE succeeded and nothing was cancelled
+        if self._steps is None:
+            vals = self._vals
+            if min(vals) >= 0:   # fast path: every CQE succeeded, nothing was cancelled
+                for pos, length in self._fz.exact_pos:
+                    if vals[pos] < length:
+                        return False
+                return True
         return self.failed_step is None
 
     @property
     def failed_step(self) -> StepResult | None:
-        """The first step that failed (or whose short result broke the chain)."""
+        """The first step that failed (an error, or a short result where it must be whole)."""
         for s in self.steps:
-            if s.error is not None or s.broke_chain:
+            if not s.ok:
                 return s
         return None
 
@@ -157,11 +173,14 @@ class ChainResult:
         if self.ok:
             return self
         s = self.failed_step
-        if s.broke_chain:
-            raise StepFailed(errno.ECANCELED,
-                             f"step {s.index} ({s.op}) moved {s.res} bytes, fewer than asked; "
-                             f"a short transfer breaks a linked chain, so the steps after it "
-                             f"were cancelled", s)
+        if s.timed_out:
+            raise StepTimedOut(errno.ETIME, str(s.error), s)
+        if s.error is None:
+            then = (", so the steps after it were cancelled (a short transfer breaks a "
+                    "linked chain)" if s.broke_chain else "")
+            raise StepFailed(errno.EIO if s.op == "write" else errno.ECANCELED,
+                             f"step {s.index} ({s.op}) moved {s.res} bytes, fewer than the "
+                             f"{self._fz.steps[s.index].length} it must{then}", s)
         raise StepFailed(s.error.errno, str(s.error), s)
 
     def __repr__(self) -> str:

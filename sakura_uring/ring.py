@@ -22,10 +22,13 @@ import time
 from collections import deque
 from concurrent.futures import Future
 
+from . import fork as _fork
 from . import ops as _ops
 from ._native import ffi, lib
-from .chain import MAX_STEPS, STATX_SIZE, Chain, Fixed, Frozen, _check_int, _check_timeout
-from .errors import ChainError, IoUringUnavailable, RingClosed, RingFull, UnsupportedOperation
+from .chain import (_KEY, MAX_FD, MAX_STEPS, STATX_SIZE, Chain, Fixed, Frozen, _check_bool,
+                    _check_int, _check_timeout, _timeout_ns)
+from .errors import (ChainError, InheritedAfterFork, IoUringUnavailable, RingClosed, RingFull,
+                     UnsupportedOperation)
 from .probe import direct_missing, probe
 from .result import ChainResult
 
@@ -88,8 +91,7 @@ class Ring:
                  spin_us: int | None = None, sq_cpu: int | None = None):
         _int("entries", entries, 1, 32768)
         _int("sq_idle_ms", sq_idle_ms, 0, 2**31 - 1)
-        if not isinstance(sqpoll, bool):
-            raise TypeError("sqpoll must be True or False")
+        _check_bool("sqpoll", sqpoll)
         cq = 2 * _pow2(entries) if cq_entries is None else _int("cq_entries", cq_entries, 1, 65536)
         if cq < _pow2(entries):
             raise ValueError(f"cq_entries ({cq}) must be at least entries ({entries})")
@@ -138,6 +140,7 @@ class Ring:
         self._buf_addr = [int(ffi.cast("uintptr_t", lib.sk_buffer_addr(r, i)))
                           for i in range(buffers)]
         self._registered: dict[int, Fixed] = {}
+        self._generation = 0                   # of register_file handles
         self._pending: dict[int, _Inflight] = {}
         self._tags = ffi.new("uint32_t[]", TAGS_MAX)
         self._tag_arrays = [(_EMPTY, _EMPTY)] * (max_chains + 1)
@@ -155,6 +158,9 @@ class Ring:
         self._loops: dict = {}
         self._closing = False
         self._closed = False
+        self._creator = os.getpid()
+        self._inherited = False                # set in a fork() child: see fork.py
+        _fork.track(self)
 
     # -- context management -------------------------------------------------------
     def __enter__(self) -> "Ring":
@@ -230,9 +236,11 @@ class Ring:
 
     def register_file(self, file) -> Fixed:
         """Put an fd (or an object with fileno()) into a slot that lives until
-        unregister_file() or close(); chains then use it as a Fixed handle."""
+        unregister_file() or close(); chains then use it as a Fixed handle. Each handle
+        carries a generation: once unregistered it is stale, and a stale handle is refused
+        everywhere, even after another file took the same slot."""
         fd = file.fileno() if hasattr(file, "fileno") else file
-        _int("fd", fd, 0, 2**31 - 1)
+        _int("fd", fd, 0, MAX_FD)
         with self._lock:
             self._check_open()
             if not self._free_slots:
@@ -242,19 +250,26 @@ class Ring:
             if ret < 0:
                 self._free_slots.append(slot)
                 raise OSError(-ret, f"registering fd {fd}: {os.strerror(-ret)}")
-            h = Fixed(None, None, None, slot, ring=self)
+            self._generation += 1
+            h = Fixed(None, None, None, slot, ring=self, generation=self._generation, key=_KEY)
             self._registered[slot] = h
             return h
 
     def unregister_file(self, handle: Fixed) -> None:
+        """Empty the slot of a register_file() handle; the handle is stale from now on."""
         if not isinstance(handle, Fixed) or handle.ring is not self:
             raise ChainError(f"{handle!r} was not registered with this ring")
         with self._lock:
             self._check_open()
-            if self._registered.pop(handle.slot, None) is None:
-                raise ChainError(f"{handle!r} is already unregistered")
-            lib.sk_release_slots(self._r, ffi.new("int32_t[]", [handle.slot]), 1)
-            self._free_slots.append(handle.slot)
+            slot = handle.slot
+            current = self._registered.get(slot) if isinstance(slot, int) else None
+            if current is not handle:
+                now = (f"; slot {slot} now holds generation {current.generation}"
+                       if current is not None else "")
+                raise ChainError(f"{handle!r} is stale: it was already unregistered{now}")
+            del self._registered[slot]
+            lib.sk_unregister_slot(self._r, slot)
+            self._free_slots.append(slot)
 
     @property
     def free_slots(self) -> int:
@@ -270,7 +285,7 @@ class Ring:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._closed or self._inherited
 
     def sq_needs_wakeup(self) -> bool:
         """True while the SQPOLL thread sleeps (IORING_SQ_NEED_WAKEUP)."""
@@ -289,7 +304,11 @@ class Ring:
 
     def close(self) -> None:
         """Cancel what is in flight, wait for it (briefly), free the ring and its pools.
-        Chains that could not finish get RingClosed."""
+        Chains that could not finish get RingClosed. In a fork() child, only unmaps the
+        inherited ring: its queues are the parent's."""
+        if self._inherited:
+            self._forget()
+            return
         with self._lock:
             if self._closing:
                 return
@@ -326,15 +345,42 @@ class Ring:
             self._cv.notify_all()
 
     def __del__(self):
-        if getattr(self, "_r", _NULL) != _NULL and not self._closing:
+        if getattr(self, "_r", _NULL) != _NULL and (not self._closing or self._inherited):
             try:
                 self.close()
             except Exception:
                 pass
 
+    def _after_fork_in_child(self) -> None:
+        """In a fork() child (fork.py): nothing may touch the shared queues any more.
+        The locks are new because a thread of the parent may have held them at fork."""
+        self._inherited = True
+        self._closing = True
+        self._lock = threading.Lock()
+        self._reap_lock = threading.Lock()
+        self._cv = threading.Condition(threading.Lock())
+        self._followers = 0
+        self._completer = None
+        self._loops = {}
+
+    def _forget(self) -> None:
+        """Unmap the child's view of an inherited ring and close its copies of the fds;
+        no SQE is written, nothing is cancelled or unregistered."""
+        with self._lock:
+            if self._r != _NULL:
+                lib.sk_ring_free(self._r)     # munmap + close(ring fd): the parent's ring lives on
+                self._r = _NULL
+            if self._efd is not None:
+                os.close(self._efd)
+                self._efd = None
+            self._pending.clear()
+            self._closed = True
+
     # -- publishing ---------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closing:
+            if self._inherited:
+                raise InheritedAfterFork("Ring", self._creator)
             raise RingClosed("the ring is closed; create a new Ring")
 
     def _validate(self, fz: Frozen) -> None:
@@ -368,8 +414,9 @@ class Ring:
         fz = chain._freeze(t is not None)
         self._validate(fz)
         if fz.cdata is None:
-            fz.cdata = (ffi.from_buffer("struct sk_step[]", fz.packed), ffi.from_buffer(fz.arena))
-        deadline = time.monotonic_ns() + int(t * 1e9) if t is not None else 0
+            fz.cdata = (ffi.from_buffer("struct sk_step[]", fz.packed), ffi.from_buffer(fz.arena),
+                        ffi.new("uint32_t[]", list(fz.buffers) or [0]))
+        deadline = time.monotonic_ns() + _timeout_ns(t) if t is not None else 0
         while True:
             with self._lock:
                 self._check_open()
@@ -386,64 +433,82 @@ class Ring:
         return st
 
     def _lay(self, fz: Frozen, deadline: int, future, aio) -> _Inflight | None:
-        """Give the chain its tag, slots and buffers and lay it (caller holds _lock)."""
+        """Give the chain its tag, slots and buffers and lay it (caller holds _lock).
+        All or nothing: if anything fails before the kernel has the chain, every tag,
+        slot and buffer taken goes back."""
         tag = self._free_tags.pop()
-        total = fz.total
-        res, cflags = self._tag_arrays[tag]
-        if len(res) < total:   # per-tag result arrays, grown on demand, reused forever
-            res = ffi.new("int32_t[]", _pow2(total))
-            cflags = ffi.new("uint32_t[]", _pow2(total))
-            self._tag_arrays[tag] = (res, cflags)
         slots = [self._free_slots.pop() for _ in range(fz.nslots)] if fz.nslots else _EMPTY
-        keep = None
-        pool_bufs = _EMPTY
-        addrs = _EMPTY
-        if fz.buffers:
-            pool_bufs = []
-            addrs = []
-            idx = self._scratch_idx
-            for k, length in enumerate(fz.buffers):
-                if length <= self.buffer_size and self._free_bufs:
-                    b = self._free_bufs.pop()
-                    pool_bufs.append(b)
-                    addrs.append(self._buf_addr[b])
-                    idx[k] = b
-                else:   # too long for the pool, or the pool is empty: a private buffer
-                    mem = ffi.new("char[]", max(length, 1))
-                    keep = [mem] if keep is None else keep + [mem]
-                    addrs.append(int(ffi.cast("uintptr_t", mem)))
-                    idx[k] = -1
-            self._scratch_addr[0:len(addrs)] = addrs
-        if slots:
-            self._scratch_slots[0:len(slots)] = slots
-        ts = _NULL
-        if fz.ntimeouts:   # the kernel reads these when it consumes the SQE: keep them
-            ts = ffi.new("struct __kernel_timespec[]", fz.ntimeouts)
-            keep = [ts] if keep is None else keep + [ts]
-        st = _Inflight(fz, tag, slots, pool_bufs, addrs, keep, res, cflags)
-        st.future = future
-        st.aio = aio
-        # registered before the kernel sees the chain: another thread may reap it at once
-        self._pending[tag] = st
-        if future is not None:
-            self._futures_pending += 1
-        steps, arena = fz.cdata
-        ret = lib.sk_submit_chain(self._r, steps, fz.nsteps, self._scratch_slots,
-                                  self._scratch_addr, self._scratch_idx, arena, ts, deadline,
-                                  tag, total, res, cflags)
+        pool_bufs = []
+        st = None
+        try:
+            total = fz.total
+            res, cflags = self._tag_arrays[tag]
+            if len(res) < total:   # per-tag result arrays, grown on demand, reused forever
+                res = ffi.new("int32_t[]", _pow2(total))
+                cflags = ffi.new("uint32_t[]", _pow2(total))
+                self._tag_arrays[tag] = (res, cflags)
+            keep = None
+            addrs = _EMPTY
+            if fz.buffers:
+                addrs = []
+                idx = self._scratch_idx
+                for k, length in enumerate(fz.buffers):
+                    if length <= self.buffer_size and self._free_bufs:
+                        b = self._free_bufs.pop()
+                        pool_bufs.append(b)
+                        addrs.append(self._buf_addr[b])
+                        idx[k] = b
+                    else:   # too long for the pool, or the pool is empty: a private buffer
+                        mem = ffi.new("char[]", max(length, 1))
+                        keep = [mem] if keep is None else keep + [mem]
+                        addrs.append(int(ffi.cast("uintptr_t", mem)))
+                        idx[k] = -1
+                self._scratch_addr[0:len(addrs)] = addrs
+            if slots:
+                self._scratch_slots[0:len(slots)] = slots
+            ts = _NULL
+            if fz.ntimeouts:   # the kernel reads these when it consumes the SQE: keep them
+                ts = ffi.new("struct __kernel_timespec[]", fz.ntimeouts)
+                keep = [ts] if keep is None else keep + [ts]
+            st = _Inflight(fz, tag, slots, pool_bufs or _EMPTY, addrs, keep, res, cflags)
+            st.future = future
+            st.aio = aio
+            # registered before the kernel sees the chain: another thread may reap it at once
+            self._pending[tag] = st
+            if future is not None:
+                self._futures_pending += 1
+            steps, arena, buf_len = fz.cdata
+            args = (self._r, steps, fz.nsteps, fz.nslots, self._scratch_slots, len(fz.buffers),
+                    self._scratch_addr, self._scratch_idx, buf_len, arena, len(fz.arena), ts,
+                    fz.ntimeouts, deadline, tag, total, res, cflags)
+        except BaseException:       # e.g. MemoryError or KeyboardInterrupt: nothing was laid
+            self._unlay(tag, st, slots, pool_bufs)
+            raise
+        # nothing between the try and the call can raise, so the kernel has the chain
+        # exactly when _pending does (an exception after the call leaves it to complete)
+        ret = lib.sk_submit_chain(*args)
         if ret >= 0:
             return st
-        if ret in (-errno.EBUSY, -errno.EINVAL, -errno.EEXIST):   # nothing was laid
-            del self._pending[tag]
-            if future is not None:
-                self._futures_pending -= 1
-            self._free_tags.append(tag)
-            self._free_slots.extend(reversed(slots))
-            self._free_bufs.extend(reversed(pool_bufs))
+        if ret in (-errno.EBUSY, -errno.EINVAL, -errno.EEXIST, -errno.ERANGE):   # nothing laid
+            self._unlay(tag, st, slots, pool_bufs)
             if ret == -errno.EBUSY:   # the SQ has no room yet (SQPOLL hasn't consumed it)
                 return None
+            if ret == -errno.ERANGE:
+                raise ChainError("the native layer refused the chain: a step names a slot, "
+                                 "buffer or arena offset outside what the chain was given. "
+                                 "This is a bug in sakura_uring; nothing was laid")
         # else: laid, but io_uring_enter failed; it stays in the SQ for the next enter
         raise OSError(-ret, f"io_uring_enter: {os.strerror(-ret)}")
+
+    def _unlay(self, tag: int, st, slots, pool_bufs) -> None:
+        """Give back what _lay took for a chain the kernel never got."""
+        if st is not None and self._pending.get(tag) is st:
+            del self._pending[tag]
+            if st.future is not None:
+                self._futures_pending -= 1
+        self._free_tags.append(tag)
+        self._free_slots.extend(reversed(slots))
+        self._free_bufs.extend(reversed(pool_bufs))
 
     def _make_progress(self) -> None:
         """Free some resources: reap if nobody else does, else wait for whoever does."""

@@ -20,7 +20,7 @@ from helpers import assert_pools_full, open_fds
     (lambda c: c.read(3, -1), su.ChainError, "length = -1"),
     (lambda c: c.read(3, 1 << 40), su.ChainError, "out of range"),
     (lambda c: c.read(3, 10, offset=-5), su.ChainError, "offset"),
-    (lambda c: c.read(-3, 10), su.ChainError, "negative"),
+    (lambda c: c.read(-3, 10), su.ChainError, r"fd -3 is out of range \[0, 2147483647\]"),
     (lambda c: c.read("3", 10), TypeError, "Fixed slot, an int fd"),
     (lambda c: c.read(True, 10), TypeError, "not bool"),
     (lambda c: c.read(3, 10.0), TypeError, "length must be an int"),
@@ -30,7 +30,7 @@ from helpers import assert_pools_full, open_fds
     (lambda c: c.read(c.nop(), 10), TypeError, "only openat/accept/socket"),
     (lambda c: c.connect(3, ("localhost", 80)), su.ChainError, "numeric address"),
     (lambda c: c.connect(3, ("127.0.0.1", 70000)), su.ChainError, "port"),
-    (lambda c: c.nop(timeout=0), su.ChainError, "timeout must be > 0"),
+    (lambda c: c.nop(timeout=0), su.ChainError, "timeout = 0 s is out of range"),
     (lambda c: c.nop(timeout="1"), TypeError, "seconds"),
     (lambda c: c.install_fd(3), TypeError, "Fixed"),
 ])

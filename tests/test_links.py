@@ -64,12 +64,12 @@ def test_unlinked_steps_are_independent(ring, tmp_path):
     assert r[bad].error.errno == errno.ENOENT and r[good].ok
 
 
-def test_short_read_breaks_the_chain_and_says_so(ring, tmp_path):
+def test_short_exact_read_breaks_the_chain_and_says_so(ring, tmp_path):
     p = tmp_path / "small"
     p.write_bytes(b"x" * 100)
     c = Chain()
     f = c.openat(p)
-    d = c.read(f, 4096)
+    d = c.read(f, 4096, exact=True)
     c.nop()
     c.close(f)
     r = ring.run(c)

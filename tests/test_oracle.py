@@ -20,7 +20,12 @@ chain_spec = st.tuples(st.sampled_from(FILES), st.booleans(), st.lists(step, max
 
 
 def _oracle(root, name, writable, steps):
-    """Do the same thing with os.* and a soft-link's semantics; return per-step results."""
+    """Do the same thing with os.* and a soft link's semantics as documented in
+    docs/design.md ("How steps are linked"); return per-step results:
+      - a read is like os.read: short or not, the chain goes on (it is hard-linked);
+      - any other step that fails (or writes short) cancels everything after it, except
+        that the step just before the closing close is hard-linked, so the close runs;
+      - if the open fails, everything is cancelled (there is nothing to close)."""
     out = []
     path = os.path.join(root, name)
     try:
@@ -31,26 +36,27 @@ def _oracle(root, name, writable, steps):
     out.append(("openat", 0))
     broken = False
     try:
-        for s in steps:
+        for i, s in enumerate(steps):
             if broken:
                 out.append((s[0], -errno.ECANCELED))
                 continue
+            last = i == len(steps) - 1     # hard-linked into the close
+            failed = False
             try:
                 if s[0] == "read":
-                    data = os.pread(fd, s[1], s[2])
-                    out.append(("read", data))
-                    broken = len(data) < s[1]
+                    out.append(("read", os.pread(fd, s[1], s[2])))
                 elif s[0] == "write":
                     n = os.pwrite(fd, s[1], s[2])
                     out.append(("write", n))
-                    broken = n < len(s[1])
+                    failed = n < len(s[1])
                 elif s[0] == "statx":
                     out.append(("statx", os.stat(path).st_size))
                 else:
                     out.append(("nop", 0))
             except OSError as e:
                 out.append((s[0], -e.errno))
-                broken = True
+                failed = s[0] != "read"
+            broken = failed and not last
     finally:
         os.close(fd)
     out.append(("close", -errno.ECANCELED if broken else 0))

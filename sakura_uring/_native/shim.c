@@ -26,6 +26,16 @@ enum { SK_LINK_NONE = 0, SK_LINK_SOFT = 1, SK_LINK_HARD = 2 };
 enum { SK_FD_NONE = 0, SK_FD_PLAIN = 1, SK_FD_LOCAL_SLOT = 2, SK_FD_RING_SLOT = 3 };
 enum { SK_ADDR_VALUE = 0, SK_ADDR_ARENA = 1, SK_ADDR_BUFFER = 2 };
 enum { SK_TIMEOUT_NONE = 0, SK_TIMEOUT_REL = 1, SK_TIMEOUT_ABS = 2 };
+#define SK_OP_BIND 56            /* IORING_OP_BIND (6.11), newer than liburing 2.3 */
+
+/* What one chain was given by Ring._lay: its slots, buffers and arena. */
+struct sk_given {
+    unsigned nslots, nbufs, arena_len;
+    const int32_t *slots;
+    const uint64_t *buf_addr;
+    const int32_t *buf_index;
+    const uint32_t *buf_len;
+};
 
 struct sk_inflight {
     int32_t  *res;      /* NULL when this tag is not in flight */
@@ -41,6 +51,7 @@ struct sk_ring {
     void *buf_mem;
     size_t buf_len;
     struct sk_inflight *inflight;   /* indexed by tag, 1..max_chains */
+    uint8_t *registered;            /* per slot: held by sk_register_slot */
     struct sk_stats stats;
 };
 
@@ -100,6 +111,8 @@ struct sk_ring *sk_ring_new(unsigned entries, unsigned cq_entries, unsigned flag
         if (ret < 0) goto fail;
     }
     r->slots = slots;
+    r->registered = calloc(slots ? slots : 1, 1);
+    if (!r->registered) { ret = -ENOMEM; goto fail; }
 
     if (buffers) {
         r->buf_len = (size_t)buffers * buffer_size;
@@ -135,6 +148,7 @@ void sk_ring_free(struct sk_ring *r)
     io_uring_queue_exit(&r->ring);   /* also drops registered files and buffers */
     if (r->buf_mem) munmap(r->buf_mem, r->buf_len);
     free(r->inflight);
+    free(r->registered);
     free(r);
 }
 
@@ -201,9 +215,12 @@ int sk_known_ops(uint8_t *out, unsigned max)
     return (int)n;
 }
 
-static void prep_step(struct io_uring_sqe *sqe, const struct sk_step *s, const int32_t *slots,
-                      const uint64_t *buf_addr, const int32_t *buf_index, const char *arena)
+static void prep_step(struct io_uring_sqe *sqe, const struct sk_step *s, const struct sk_given *g,
+                      const char *arena)
 {
+    const int32_t *slots = g->slots;
+    const uint64_t *buf_addr = g->buf_addr;
+    const int32_t *buf_index = g->buf_index;
     int fd = fd_of(s->fd_kind, s->fd, slots);
     int fixed = s->fd_kind == SK_FD_LOCAL_SLOT || s->fd_kind == SK_FD_RING_SLOT;
     void *addr = addr_of(s->addr_kind, s->addr, buf_addr, arena);
@@ -287,6 +304,72 @@ static void prep_step(struct io_uring_sqe *sqe, const struct sk_step *s, const i
     else if (s->link == SK_LINK_HARD) sqe->flags |= IOSQE_IO_HARDLINK;
 }
 
+/* Defence in depth: Python checks every handle, and this checks again what the packed
+ * steps index, so no bug above can make a chain read another chain's slot or buffer. */
+
+static int fd_ok(const struct sk_ring *r, const struct sk_given *g, uint8_t kind, int32_t v)
+{
+    switch (kind) {
+    case SK_FD_NONE:  return 1;
+    case SK_FD_PLAIN: return v >= 0;
+    case SK_FD_LOCAL_SLOT:
+        return v >= 0 && (unsigned)v < g->nslots && g->slots[v] >= 0 &&
+               (unsigned)g->slots[v] < r->slots && !r->registered[g->slots[v]];
+    case SK_FD_RING_SLOT:
+        return v >= 0 && (unsigned)v < r->slots && r->registered[v];
+    default:          return 0;
+    }
+}
+
+/* `need` bytes at addr (0: a NUL-terminated string there) */
+static int addr_ok(const struct sk_ring *r, const struct sk_given *g, uint8_t kind, uint64_t v,
+                   uint64_t need)
+{
+    switch (kind) {
+    case SK_ADDR_VALUE: return 1;    /* pinned data, or a value such as an offset */
+    case SK_ADDR_ARENA:
+        return v <= g->arena_len && need <= g->arena_len - v;
+    case SK_ADDR_BUFFER: {
+        if (v >= g->nbufs || need > g->buf_len[v]) return 0;
+        int32_t b = g->buf_index[v];
+        if (b < 0) return 1;         /* a private buffer of buf_len[v] bytes */
+        return (unsigned)b < r->buffers && g->buf_len[v] <= r->buffer_size &&
+               g->buf_addr[v] == (uint64_t)(uintptr_t)r->buf_mem + (uint64_t)b * r->buffer_size;
+    }
+    default:            return 0;
+    }
+}
+
+static int step_ok(const struct sk_ring *r, const struct sk_given *g, const struct sk_step *s,
+                   const char *arena)
+{
+    if (!fd_ok(r, g, s->fd_kind, s->fd) || !fd_ok(r, g, s->fd2_kind, s->fd2)) return 0;
+    if (s->file_index != -1 && (s->file_index < 0 || (unsigned)s->file_index >= g->nslots ||
+                                !fd_ok(r, g, SK_FD_LOCAL_SLOT, s->file_index)))
+        return 0;
+    if (s->link > SK_LINK_HARD || s->timeout_kind > SK_TIMEOUT_ABS) return 0;
+    uint64_t need = 0, need2 = 0;
+    switch (s->op) {
+    case IORING_OP_READ: case IORING_OP_WRITE: case IORING_OP_RECV: case IORING_OP_SEND:
+        need = s->len; break;
+    case IORING_OP_CONNECT: case SK_OP_BIND: need = s->addr2; break;
+    case IORING_OP_STATX: need2 = 256; break;
+    default:
+        if (s->addr_kind == SK_ADDR_ARENA || s->addr_kind == SK_ADDR_BUFFER) need = 1;
+        break;
+    }
+    if (s->addr_kind == SK_ADDR_ARENA && (s->op == IORING_OP_OPENAT || s->op == IORING_OP_STATX)) {
+        /* a path: its NUL must be inside the arena */
+        if (s->addr >= g->arena_len || !memchr(arena + s->addr, 0, g->arena_len - s->addr))
+            return 0;
+    } else if (!addr_ok(r, g, s->addr_kind, s->addr, need)) {
+        return 0;
+    }
+    if (s->addr2_kind != SK_ADDR_VALUE && !addr_ok(r, g, s->addr2_kind, s->addr2, need2 ? need2 : 1))
+        return 0;
+    return 1;
+}
+
 static int submit_all(struct sk_ring *r)
 {
     int ret;
@@ -306,12 +389,21 @@ static int submit_all(struct sk_ring *r)
 }
 
 int sk_submit_chain(struct sk_ring *r, const struct sk_step *steps, unsigned n,
-                    const int32_t *slots, const uint64_t *buf_addr, const int32_t *buf_index,
-                    const char *arena, struct __kernel_timespec *ts, long long deadline_ns,
-                    uint32_t tag, unsigned total, int32_t *res, uint32_t *cflags)
+                    unsigned nslots, const int32_t *slots, unsigned nbufs,
+                    const uint64_t *buf_addr, const int32_t *buf_index, const uint32_t *buf_len,
+                    const char *arena, unsigned arena_len, struct __kernel_timespec *ts,
+                    unsigned nts_given, long long deadline_ns, uint32_t tag, unsigned total,
+                    int32_t *res, uint32_t *cflags)
 {
     if (tag == 0 || tag > r->max_chains || total > 0xffff) return -EINVAL;
     if (r->inflight[tag].res) return -EEXIST;
+    struct sk_given g = { nslots, nbufs, arena_len, slots, buf_addr, buf_index, buf_len };
+    unsigned want_ts = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (!step_ok(r, &g, &steps[i], arena)) return -ERANGE;
+        want_ts += steps[i].timeout_kind != SK_TIMEOUT_NONE;
+    }
+    if (want_ts != nts_given || n + want_ts != total || (want_ts && !ts)) return -ERANGE;
     /* All or nothing: never lay part of a chain. */
     if (io_uring_sq_space_left(&r->ring) < total) return -EBUSY;
 
@@ -324,7 +416,7 @@ int sk_submit_chain(struct sk_ring *r, const struct sk_step *steps, unsigned n,
     for (unsigned i = 0; i < n; i++) {
         const struct sk_step *s = &steps[i];
         struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
-        prep_step(sqe, s, slots, buf_addr, buf_index, arena);
+        prep_step(sqe, s, &g, arena);
         sqe->user_data = ((uint64_t)tag << 16) | pos++;
         if (s->timeout_kind != SK_TIMEOUT_NONE) {
             /* A linked timeout binds to the SQE before it, which must therefore link. */
@@ -455,6 +547,10 @@ int sk_release_slots(struct sk_ring *r, const int32_t *slots, unsigned n)
 {
     int fd = -1, err = 0;
     for (unsigned i = 0; i < n; i++) {
+        if (slots[i] < 0 || (unsigned)slots[i] >= r->slots || r->registered[slots[i]]) {
+            if (!err) err = -ERANGE;   /* never empty a slot register_file holds */
+            continue;
+        }
         int ret = io_uring_register_files_update(&r->ring, (unsigned)slots[i], &fd, 1);
         if (ret < 0 && !err) err = ret;
     }
@@ -463,6 +559,18 @@ int sk_release_slots(struct sk_ring *r, const int32_t *slots, unsigned n)
 
 int sk_register_slot(struct sk_ring *r, unsigned slot, int fd)
 {
+    if (slot >= r->slots) return -ERANGE;
+    int ret = io_uring_register_files_update(&r->ring, slot, &fd, 1);
+    if (ret < 0) return ret;
+    r->registered[slot] = 1;
+    return 0;
+}
+
+int sk_unregister_slot(struct sk_ring *r, unsigned slot)
+{
+    if (slot >= r->slots || !r->registered[slot]) return -ERANGE;
+    int fd = -1;
+    r->registered[slot] = 0;
     int ret = io_uring_register_files_update(&r->ring, slot, &fd, 1);
     return ret < 0 ? ret : 0;
 }

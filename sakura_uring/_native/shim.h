@@ -52,16 +52,23 @@ unsigned sk_sq_pending(struct sk_ring *r);
 unsigned sk_sq_flags(struct sk_ring *r);
 unsigned sk_cq_overflow(struct sk_ring *r);
 
+/* Lay one chain, all of it or nothing. Every index a step carries is checked first
+   against what the chain was given (nslots local slots, nbufs buffers of buf_len bytes,
+   arena_len bytes of arena, nts timespecs) and ring slots against the registered ones:
+   -ERANGE and nothing laid if one is out of range. */
 int sk_submit_chain(struct sk_ring *r, const struct sk_step *steps, unsigned n,
-                    const int32_t *slots, const uint64_t *buf_addr, const int32_t *buf_index,
-                    const char *arena, struct __kernel_timespec *ts, long long deadline_ns,
-                    uint32_t tag, unsigned total, int32_t *res, uint32_t *cflags);
+                    unsigned nslots, const int32_t *slots, unsigned nbufs,
+                    const uint64_t *buf_addr, const int32_t *buf_index, const uint32_t *buf_len,
+                    const char *arena, unsigned arena_len, struct __kernel_timespec *ts,
+                    unsigned nts, long long deadline_ns, uint32_t tag, unsigned total,
+                    int32_t *res, uint32_t *cflags);
 int sk_reap(struct sk_ring *r, long long timeout_ns, long long spin_ns,
             uint32_t *tags, unsigned max_tags);
 int sk_cancel_pending(struct sk_ring *r, uint32_t tag, unsigned total, const int32_t *res);
 int sk_wake(struct sk_ring *r);
 int sk_release_slots(struct sk_ring *r, const int32_t *slots, unsigned n);
 int sk_register_slot(struct sk_ring *r, unsigned slot, int fd);
+int sk_unregister_slot(struct sk_ring *r, unsigned slot);
 int sk_register_eventfd(struct sk_ring *r, int fd);
 int sk_probe(uint8_t *supported, unsigned max_ops, int *last_op);
 int sk_probe_direct(void);

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from .._native import ffi, lib
 from ..chain import _check_int
-from ..errors import RingClosed, RingFull, SakuraError
+from .. import fork as _fork
+from ..errors import InheritedAfterFork, RingClosed, RingFull, SakuraError
 from . import program
 
 ESHUTDOWN = errno.ESHUTDOWN
@@ -145,6 +146,25 @@ class KernelRing:
         self._drainer = threading.Thread(target=self._drain, name=f"sakura-drain-{self.fd}",
                                          daemon=True)
         self._drainer.start()
+        self._creator = os.getpid()
+        self._inherited = False
+        _fork.track(self)
+
+    def _closed_error(self) -> RingClosed:
+        if self._inherited:
+            return InheritedAfterFork("KernelRing", self._creator)
+        return RingClosed("this KernelRing is closed")
+
+    def _after_fork_in_child(self) -> None:
+        """In a fork() child (fork.py): the SQ, the maps and the handler's attachment are
+        the parent's; the child must neither push requests nor detach anything."""
+        self._inherited = True
+        self._closed = True
+        self._cv = threading.Condition(threading.Lock())
+        self._users = 0
+        self._futures = {}
+        if self._bpf is not None:
+            _fork.forget_bpf(self._bpf)
 
     def _setup(self, boot_ud: int, sq_idle_ms: int, sq_cpu: int | None) -> None:
         lay = self.layout
@@ -223,7 +243,7 @@ class KernelRing:
         nothing under a thread still using it."""
         with self._cv:
             if self._closed:
-                raise RingClosed("this KernelRing is closed")
+                raise self._closed_error()
             self._users += 1
             return self._k
 
@@ -319,7 +339,7 @@ class KernelRing:
             raise ValueError(f"data is {len(view)} bytes; a request buffer holds "
                              f"{self.layout.buf_size} (KernelRing(buffer_size=...))")
         if self._closed:
-            raise RingClosed("this KernelRing is closed")
+            raise self._closed_error()
         return [a & 0xFFFF_FFFF_FFFF_FFFF for a in args], view
 
     def _take_slot(self, timeout: float | None, block: bool = True) -> int | None:
@@ -327,7 +347,7 @@ class KernelRing:
         with self._cv:
             while not self._free:
                 if self._closed:
-                    raise RingClosed("this KernelRing is closed")
+                    raise self._closed_error()
                 if not block:
                     return None
                 left = None if end is None else end - time.monotonic()
@@ -336,7 +356,7 @@ class KernelRing:
                                    f"{timeout} s (KernelRing(buffers=...) sets how many)")
                 self._cv.wait(left)
             if self._closed:
-                raise RingClosed("this KernelRing is closed")
+                raise self._closed_error()
             return self._free.pop()
 
     def _start(self, slot: int, cargs: list, view: memoryview, future: bool = True) -> Future | None:
@@ -432,7 +452,7 @@ class KernelRing:
     def stats(self) -> dict:
         """Counters: the handler side (BPF) and the application side (drainer)."""
         if self._closed:
-            raise RingClosed("this KernelRing is closed")
+            raise self._closed_error()
         st = ffi.new("struct sk_kring_stats *")
         lib.sk_kr_stats(self._k, st)
         per_cpu = self._bpf[b"sk_stats"]
@@ -449,6 +469,12 @@ class KernelRing:
     def close(self) -> None:
         """Stop: pending Futures fail with RingClosed; the program is detached and the
         ring, the maps and their memory are freed."""
+        if getattr(self, "_inherited", False):
+            self._bpf = None              # forget_bpf made its exit handler harmless
+            if self._k != ffi.NULL:
+                lib.sk_kr_free(self._k)   # munmap + close(ring fd): the parent's ring lives on
+                self._k = ffi.NULL
+            return
         if self._closed:
             return
         self._closed = True

@@ -34,7 +34,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import fork as _fork
 from .. import ops as _ops
+from ..errors import InheritedAfterFork
 from ..probe import bpf_atomic_fetch
 from .bccenv import TracingUnavailable, load_bcc
 from .syscount import NAMES
@@ -246,7 +248,16 @@ class DispatchTracer:
             self._bpf = bcc.BPF(text=text.encode())
         except Exception as exc:
             raise TracingUnavailable(f"bcc could not load the dispatch tracer: {exc}") from exc
+        self._creator = os.getpid()
+        self._inherited = False
+        _fork.track(self)
         self._base = self.snapshot()
+
+    def _after_fork_in_child(self) -> None:
+        """In a fork() child (fork.py): the perf events and counters are the parent's."""
+        self._inherited = True
+        if self._bpf is not None:
+            _fork.forget_bpf(self._bpf)
 
     def snapshot(self) -> tuple:
         """The counters now, for report(since=...)."""
@@ -254,6 +265,8 @@ class DispatchTracer:
 
     def _raw(self) -> tuple[dict, dict, dict]:
         b = self._bpf
+        if self._inherited:
+            raise InheritedAfterFork("DispatchTracer", self._creator)
         if b is None:
             raise RuntimeError("this DispatchTracer is closed (its last report is .final)")
         counts = {k.value: v.value for k, v in b[b"counts"].items() if v.value}
@@ -288,7 +301,8 @@ class DispatchTracer:
 
     def close(self) -> None:
         if self._bpf is not None:
-            self._bpf.cleanup()
+            if not getattr(self, "_inherited", False):
+                self._bpf.cleanup()
             self._bpf = None
 
     def __enter__(self) -> "DispatchTracer":
