@@ -9,7 +9,6 @@ from typing import NamedTuple
 from .chain import Step
 from .errors import StepFailed, StepTimedOut, describe_errno
 
-_ETIME = -errno.ETIME
 _ECANCELED = -errno.ECANCELED
 _STATX = struct.Struct("<IIQIIIHHQQQQ" + "qIi" * 4 + "IIII")
 
@@ -65,7 +64,9 @@ class StepResult:
         self.broke_chain = False
         self.timed_out = timed_out
         if timed_out:
-            self.error = TimeoutError(errno.ETIME, f"step {index} ({op}) timed out")
+            how = "" if res == _ECANCELED else \
+                f" (the interrupted call returned {describe_errno(-res)[1]})"
+            self.error = TimeoutError(errno.ETIME, f"step {index} ({op}) timed out{how}")
         elif res < 0:
             err, text = describe_errno(-res)
             self.error = OSError(err, f"step {index} ({op}): {text}")
@@ -114,9 +115,11 @@ class ChainResult:
             for i, info in enumerate(fz.steps):
                 r = vals[fz.step_pos[i]]
                 tp = fz.timeout_pos[i]
-                # the timeout fired and the step did not complete: timed out, whatever
-                # errno the interrupted call gave (ECANCELED, EINTR, ERESTARTSYS ...)
-                timed_out = tp >= 0 and vals[tp] == _ETIME and r < 0
+                # A linked timeout that did not fire completes with -ECANCELED. One that
+                # fired gives -ETIME when it cancelled the step, or the cancel's own error
+                # (-EALREADY, -ENOENT) when the step was running in an io-wq worker; the
+                # step then returns what the interrupted call gave (EINTR, ERESTARTSYS...).
+                timed_out = tp >= 0 and vals[tp] != _ECANCELED and r < 0
                 short = 0 <= r < info.length
                 sr = StepResult(i, info.op.name, r, self._datas.get(i), short, timed_out,
                                 i in fz.exact)
@@ -174,14 +177,14 @@ class ChainResult:
             return self
         s = self.failed_step
         if s.timed_out:
-            raise StepTimedOut(errno.ETIME, str(s.error), s)
+            raise StepTimedOut(errno.ETIME, s.error.strerror, s)
         if s.error is None:
             then = (", so the steps after it were cancelled (a short transfer breaks a "
                     "linked chain)" if s.broke_chain else "")
             raise StepFailed(errno.EIO if s.op == "write" else errno.ECANCELED,
                              f"step {s.index} ({s.op}) moved {s.res} bytes, fewer than the "
                              f"{self._fz.steps[s.index].length} it must{then}", s)
-        raise StepFailed(s.error.errno, str(s.error), s)
+        raise StepFailed(s.error.errno, s.error.strerror, s)
 
     def __repr__(self) -> str:
         if self.ok:
