@@ -11,16 +11,17 @@ async def run_async(ring, chain, *, timeout: float | None = None):
     loop = ring._loop_here() or asyncio.get_running_loop()
     ring._attach_loop(loop)
     fut = loop.create_future()
-    delay = 0.0005
     while True:
+        room = ring._wait_room(loop)
         try:
             st = ring._publish(chain, timeout, block=False, aio=(loop, fut))
-            ring._arm_watch(loop)
             break
         except RingFull:
-            # completions free room; they arrive through the eventfd reader on this loop
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            if ring.inflight:
+                await room      # set by the next completion, which gives room back
+            else:               # only the SQ is short: the SQPOLL thread frees it alone
+                ring._make_progress()
+                await asyncio.sleep(0)
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:

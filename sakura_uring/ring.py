@@ -38,7 +38,6 @@ SQ_CQ_OVERFLOW = 1 << 1
 FEAT_NODROP = 1 << 1
 TAGS_MAX = 256
 SLICE_NS = 50_000_000          # longest a waiter stays in the kernel before re-checking
-AIO_WATCH_S = 0.01             # the asyncio safety net's period while chains are pending
 
 
 def _int(name: str, value, lo: int, hi: int) -> int:
@@ -156,6 +155,7 @@ class Ring:
         self._completer: threading.Thread | None = None
         self._efd: int | None = None
         self._loops: dict = {}
+        self._room_waiters: list = []          # (loop, Future) of run_async callers told RingFull
         self._closing = False
         self._closed = False
         self._creator = os.getpid()
@@ -516,8 +516,8 @@ class Ring:
             # only the SQ can be short now: the SQPOLL thread frees it without us
             if self.sqpoll:
                 with self._lock:
-                    if not self._closing and lib.sk_sq_flags(self._r) & SQ_NEED_WAKEUP:
-                        lib.sk_reap(self._r, 0, 0, self._tags, 0)
+                    if not self._closing:
+                        lib.sk_sq_wakeup(self._r)     # it may sleep with the SQ full
                 time.sleep(0.0001)
                 return
             raise ChainError("the ring has no room for this chain and nothing in flight "
@@ -565,6 +565,8 @@ class Ring:
         if st.pool_bufs:
             self._free_bufs.extend(st.pool_bufs)
         self._free_tags.append(tag)
+        if self._room_waiters:
+            self._wake_room_waiters()
         self._deliver(st, ChainResult(fz, vals, datas), None)
 
     def _deliver(self, st: _Inflight, result, error) -> None:
@@ -669,29 +671,26 @@ class Ring:
                     raise OSError(-ret, f"registering an eventfd: {os.strerror(-ret)}")
                 self._efd = efd
         loop.add_reader(self._efd, self._on_eventfd)
-        self._loops[loop] = True              # or the safety net's TimerHandle while armed
+        self._loops[loop] = True
 
-    def _arm_watch(self, loop) -> None:
-        """Called in the loop's thread after a chain is published for it."""
-        if self._loops.get(loop) is True:
-            self._loops[loop] = loop.call_later(AIO_WATCH_S, self._aio_watch, loop)
+    def _wait_room(self, loop):
+        """A Future of `loop` that is set once a chain completes (and gives back a tag, its
+        slots and buffers). Registered *before* the publish that may be refused, so a
+        completion in between can't be missed."""
+        fut = loop.create_future()
+        self._room_waiters.append((loop, fut))
+        return fut
 
-    def _aio_watch(self, loop) -> None:
-        """A safety net while chains are pending for an asyncio loop: reap even if an
-        eventfd wakeup was lost, and wake a SQPOLL thread asleep with work in the SQ. Under
-        256 HTTP clients on one loop, a lost wakeup stalled connections for good (the cause
-        is not found); with this it costs at most AIO_WATCH_S."""
-        if self._closing or loop not in self._loops:
-            return
-        self._on_eventfd()
-        if not self._pending:
-            self._loops[loop] = True
-            return
-        with self._lock:
-            if (not self._closing and lib.sk_sq_pending(self._r)
-                    and lib.sk_sq_flags(self._r) & SQ_NEED_WAKEUP):
-                lib.sk_wake(self._r)
-        self._loops[loop] = loop.call_later(AIO_WATCH_S, self._aio_watch, loop)
+    def _wake_room_waiters(self) -> None:
+        waiters, self._room_waiters = self._room_waiters, []
+        for loop, fut in waiters:
+            try:
+                if _in_loop(loop):
+                    _set_aio(fut, None, None)
+                else:
+                    loop.call_soon_threadsafe(_set_aio, fut, None, None)
+            except RuntimeError:
+                pass   # the loop is closed
 
     def _loop_here(self):
         """The attached asyncio loop running in this thread, found without
@@ -702,17 +701,21 @@ class Ring:
         return None
 
     def _detach_loop(self, loop) -> None:
-        watch = self._loops.pop(loop, None)
+        self._loops.pop(loop, None)
         try:
             if loop.is_closed():
                 return
-            for call in ((loop.remove_reader, self._efd),) + \
-                    (((watch.cancel,),) if watch not in (None, True) else ()):
-                loop.call_soon_threadsafe(*call) if not _in_loop(loop) else call[0](*call[1:])
+            if _in_loop(loop):
+                loop.remove_reader(self._efd)
+            else:
+                loop.call_soon_threadsafe(loop.remove_reader, self._efd)
         except RuntimeError:
             pass
 
     def _on_eventfd(self) -> None:
+        """The eventfd says CQEs were posted. Its count is consumed first, then the CQ is
+        drained completely (sk_reap(0) returns only with the CQ empty or its tag array
+        full): a CQE posted after that signals the eventfd again, so none is left behind."""
         try:
             os.eventfd_read(self._efd)
         except (BlockingIOError, TypeError, OSError):
@@ -720,7 +723,7 @@ class Ring:
         if self._closing or not self._reap_lock.acquire(False):
             return   # whoever holds it delivers, and signals the eventfd when it lets go
         try:
-            while not self._closed and self._reap(0):
+            while not self._closed and self._reap(0) == TAGS_MAX:
                 pass
         finally:
             self._reap_lock.release()

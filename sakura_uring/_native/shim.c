@@ -468,7 +468,11 @@ static void process(struct sk_ring *r, uint32_t *tags, unsigned max_tags, unsign
 }
 
 /* Consume CQEs until at least one chain completes, a wake NOP arrives or the timeout
- * passes (timeout_ns < 0: no limit; 0: don't wait). Fills tags with completed chains. */
+ * passes (timeout_ns < 0: no limit; 0: don't wait). Fills tags with completed chains.
+ * It never returns with CQEs ready (or an overflow backlog) while tags has room: a caller
+ * woken by the eventfd has consumed the eventfd's count, and the kernel signals it again
+ * only for CQEs posted later, so whatever is left behind here would wait forever (the
+ * asyncio lost wakeup: one batch of 256 CQEs that completed no chain used to end it). */
 int sk_reap(struct sk_ring *r, long long timeout_ns, long long spin_ns,
             uint32_t *tags, unsigned max_tags)
 {
@@ -479,13 +483,16 @@ int sk_reap(struct sk_ring *r, long long timeout_ns, long long spin_ns,
 
     for (;;) {
         process(r, tags, max_tags, &k, &woken);
-        if (k || woken || timeout_ns == 0) return (int)k;
+        if (k >= max_tags || woken) return (int)k;
+        if (io_uring_cq_ready(&r->ring)) continue;
         if (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW) {
-            /* NODROP kept completions in the kernel's backlog: pull them in */
+            /* NODROP kept completions in the kernel's backlog, which posts no eventfd
+             * signal: pull them in */
             io_uring_get_events(&r->ring);
             r->stats.overflow_flushes++;
             continue;
         }
+        if (k || timeout_ns == 0) return (int)k;
         if ((r->flags & IORING_SETUP_SQPOLL) && sk_sq_pending(r) &&
             (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_NEED_WAKEUP)) {
             /* the SQPOLL thread fell asleep with work in the SQ */
@@ -542,6 +549,16 @@ int sk_lay_nops(struct sk_ring *r, unsigned n, uint64_t user_data)
 }
 
 int sk_wake(struct sk_ring *r) { return sk_lay_nops(r, 1, SK_UD_WAKE); }
+
+int sk_sq_wakeup(struct sk_ring *r)
+{
+    if (!(r->flags & IORING_SETUP_SQPOLL)) return 0;
+    io_uring_smp_mb();
+    if (!(IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_NEED_WAKEUP)) return 0;
+    r->stats.wakeups++;
+    int ret = io_uring_enter(r->ring.ring_fd, 0, 0, IORING_ENTER_SQ_WAKEUP, NULL);
+    return ret < 0 ? ret : 1;
+}
 
 int sk_release_slots(struct sk_ring *r, const int32_t *slots, unsigned n)
 {

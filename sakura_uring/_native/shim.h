@@ -66,6 +66,8 @@ int sk_reap(struct sk_ring *r, long long timeout_ns, long long spin_ns,
             uint32_t *tags, unsigned max_tags);
 int sk_cancel_pending(struct sk_ring *r, uint32_t tag, unsigned total, const int32_t *res);
 int sk_wake(struct sk_ring *r);
+/* SQPOLL: wake the thread if it sleeps (IORING_SQ_NEED_WAKEUP); 1 woken, 0 not needed */
+int sk_sq_wakeup(struct sk_ring *r);
 int sk_release_slots(struct sk_ring *r, const int32_t *slots, unsigned n);
 int sk_register_slot(struct sk_ring *r, unsigned slot, int fd);
 int sk_unregister_slot(struct sk_ring *r, unsigned slot);

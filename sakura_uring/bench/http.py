@@ -426,14 +426,16 @@ def soak(args) -> int:
                 srv.stop()
             ok = r["errors"] == 0 and fds1 <= fds0 + 2 and rss1 <= rss0 * 1.10 + 2048
             failed |= not ok
-            rows.append((name, r["requests"], r["errors"], fds0, fds1, rss0, rss1, ok))
-            print(f"  {name:<8} {r['requests']:>9} requests, {r['errors']} failed; fds {fds0} -> "
-                  f"{fds1}; RSS {rss0} -> {rss1} KiB  {'ok' if ok else 'FAILED'}",
+            p99 = r.get("p99_us")
+            rows.append((name, r["requests"], r["errors"], p99, fds0, fds1, rss0, rss1, ok))
+            print(f"  {name:<8} {r['requests']:>9} requests, {r['errors']} failed, p99 {p99} us; "
+                  f"fds {fds0} -> {fds1}; RSS {rss0} -> {rss1} KiB  {'ok' if ok else 'FAILED'}",
                   file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("| server | requests | failed | fds before → after | RSS KiB before → after | |")
-    print("|---|---|---|---|---|---|")
-    for name, n, e, f0, f1, r0, r1, ok in rows:
-        print(f"| {name} | {n} | {e} | {f0} → {f1} | {r0} → {r1} | {'ok' if ok else 'FAILED'} |")
+    print("| server | requests | failed | p99 µs | fds before → after | RSS KiB before → after | |")
+    print("|---|---|---|---|---|---|---|")
+    for name, n, e, p99, f0, f1, r0, r1, ok in rows:
+        print(f"| {name} | {n} | {e} | {p99} | {f0} → {f1} | {r0} → {r1} | "
+              f"{'ok' if ok else 'FAILED'} |")
     return 1 if failed else 0
