@@ -12,13 +12,20 @@ async def run_async(ring, chain, *, timeout: float | None = None):
     ring._attach_loop(loop)
     fut = loop.create_future()
     while True:
+        try:
+            st = ring._publish(chain, timeout, block=False, aio=(loop, fut))
+            break
+        except RingFull:
+            pass
+        # Wait for the next completion, which gives room back. The waiter is registered
+        # before the retry, so a completion between the refusal and the wait is not missed.
         room = ring._wait_room(loop)
         try:
             st = ring._publish(chain, timeout, block=False, aio=(loop, fut))
             break
         except RingFull:
             if ring.inflight:
-                await room      # set by the next completion, which gives room back
+                await room
             else:               # only the SQ is short: the SQPOLL thread frees it alone
                 ring._make_progress()
                 await asyncio.sleep(0)
