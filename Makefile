@@ -18,7 +18,7 @@ NATIVE_SRC := $(filter-out %/_sakura.c,$(wildcard sakura_uring/_native/*.[ch])) 
 NATIVE_SO  := $(VENV)/.native-built
 export BCC_KERNEL_SOURCE := $(HDRS)
 
-.PHONY: demo test bench soak matrix matrix-ci setup debs matrix-debs venv bcc mounts clean
+.PHONY: demo test bench soak exact matrix matrix-ci setup debs matrix-debs venv bcc mounts clean
 
 demo: setup
 	$(VPY) -m sakura_uring.bench http --write
@@ -32,6 +32,9 @@ bench: setup
 
 soak: setup
 	$(VPY) -m sakura_uring.bench soak
+
+exact: setup
+	$(VPY) -m sakura_uring.bench exact
 
 matrix: setup matrix-debs
 	$(VPY) -m sakura_uring.matrix --write

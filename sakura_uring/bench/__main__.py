@@ -3,6 +3,7 @@
     python -m sakura_uring.bench steps [--steps S] [--rounds R] [--quick] [--markdown] [--json]
     python -m sakura_uring.bench tracer [-n N] [--rounds R] [--quick] [--markdown] [--json]
     python -m sakura_uring.bench http [--seconds S | --full] [--servers ...] [--write] [--markdown]
+    python -m sakura_uring.bench exact [-n N] [--buffers B]
 
 chains   the same open -> read 4 KiB -> close, N times, in every execution model, in one
          process, interleaved over R rounds (median kept): time per chain, system calls per
@@ -13,11 +14,14 @@ http     wrk against nginx and `sakura-uring httpd` in its four models (the main
 soak     each model one minute under 256 connections: no failed request, no fd/memory growth.
 steps    chains of 1..32 NOP or 4 KiB read steps in the FlexSC model, the link engine and
          kernel handlers: time per chain, cost per added step, system calls per chain.
+exact    the kernel-handler engine, 10,000,000 requests from run(), call() and map() at
+         once: every one back exactly once with the right result (`make exact`).
 """
 import argparse
 import sys
 
 from .chains import main as chains_main
+from .exact import main as exact_main
 from .steps import main as steps_main
 from .http import SERVERS, main as http_main, soak as soak_main
 from .tracer import main as tracer_main
@@ -52,6 +56,11 @@ def main(argv=None) -> int:
     h.add_argument("--write", action="store_true", help="write docs/results.md and PNG plots")
     h.add_argument("--markdown", action="store_true", help="print Markdown tables")
     h.add_argument("--json", action="store_true", help="print one JSON object")
+    x = sub.add_parser("exact", help="kernel engine: 10M requests from every producer, exactly once")
+    x.add_argument("-n", type=int, default=10_000_000)
+    x.add_argument("--buffers", type=int, default=256)
+    x.add_argument("--runners", type=int, default=4)
+    x.add_argument("--callers", type=int, default=2)
     k = sub.add_parser("soak", help="each HTTP model under 256 connections: no failures, no growth")
     k.add_argument("--seconds", type=int, default=60)
     k.add_argument("--servers", nargs="+", choices=SERVERS, help="only these servers")
@@ -60,6 +69,8 @@ def main(argv=None) -> int:
         return http_main(args)
     if args.what == "soak":
         return soak_main(args)
+    if args.what == "exact":
+        return exact_main(args)
     return BENCHES[args.what][1](args)
 
 

@@ -271,42 +271,79 @@ class KernelRing:
         results: list = [None] * len(checked)
         lock = threading.Lock()
         all_done = threading.Event()
-        state = {"next": 0, "left": len(checked), "error": None}
+        state = {"next": 0, "left": len(checked), "error": None, "starved": 0}
         if not checked:
             return []
 
-        def start_next() -> None:
+        starved = threading.Event()       # the drainer found no free slot: the caller starts
+
+        def stop_all(exc=None) -> None:
+            if exc is not None:
+                state["error"] = exc
+            all_done.set()
+            starved.set()
+
+        def start_next(block: bool) -> None:
+            with lock:
+                if state["next"] >= len(checked) or state["error"]:
+                    return
+            try:
+                # the drainer (block=False) must never wait for a slot: it frees them
+                slot = self._take_slot(timeout, block=block)
+            except BaseException as exc:
+                stop_all(exc)
+                return
+            if slot is None:
+                with lock:
+                    state["starved"] += 1
+                starved.set()
+                return
             with lock:
                 i = state["next"]
-                if i >= len(checked) or state["error"]:
-                    return
-                state["next"] = i + 1
+                if i < len(checked) and not state["error"]:
+                    state["next"] = i + 1
+                else:
+                    i = None
+            if i is None:
+                with self._cv:
+                    self._free.append(slot)
+                    self._cv.notify()
+                return
             try:
-                fut = self._start(self._take_slot(timeout), *checked[i])
+                fut = self._start(slot, *checked[i])
             except BaseException as exc:
-                state["error"] = exc
-                all_done.set()
+                stop_all(exc)
                 return
             fut.add_done_callback(lambda f, i=i: finished(i, f))
 
         def finished(i: int, fut: Future) -> None:
             exc = fut.exception()
             if exc is not None:
-                state["error"] = exc
-                all_done.set()
+                stop_all(exc)
                 return
             results[i] = fut.result()
             with lock:
                 state["left"] -= 1
                 last = state["left"] == 0
             if last:
-                all_done.set()
+                stop_all()
             else:
-                start_next()
+                start_next(False)
 
         for _ in range(min(window, len(checked))):
-            start_next()
-        if not all_done.wait(timeout):
+            start_next(True)
+        end = None if timeout is None else time.monotonic() + timeout
+        while not all_done.is_set():
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            if starved.wait(left):
+                starved.clear()
+                with lock:
+                    n, state["starved"] = state["starved"], 0
+                for _ in range(n):
+                    start_next(True)   # this thread may wait for a slot
+        if not all_done.is_set():
             raise TimeoutError(f"KernelRing.map: {state['left']} of {len(checked)} requests "
                                f"unfinished after {timeout} s")
         if state["error"] is not None:
