@@ -414,8 +414,7 @@ class Ring:
         fz = chain._freeze(t is not None)
         self._validate(fz)
         if fz.cdata is None:
-            fz.cdata = (ffi.from_buffer("struct sk_step[]", fz.packed), ffi.from_buffer(fz.arena),
-                        ffi.new("uint32_t[]", list(fz.buffers) or [0]))
+            fz.cdata = _native_views(fz)
         deadline = time.monotonic_ns() + _timeout_ns(t) if t is not None else 0
         while True:
             with self._lock:
@@ -750,6 +749,12 @@ def _set_aio(fut, result, error) -> None:
         fut.set_exception(error)
     else:
         fut.set_result(result)
+
+
+def _native_views(fz: Frozen) -> tuple:
+    """What sk_submit_chain reads of a frozen chain: its steps, arena and buffer lengths."""
+    return (ffi.from_buffer("struct sk_step[]", fz.packed), ffi.from_buffer(fz.arena),
+            ffi.new("uint32_t[]", list(fz.buffers) or [0]))
 
 
 def _pow2(n: int) -> int:

@@ -108,9 +108,8 @@ def _patched(chain: Chain, step: int, **fields) -> object:
 
 
 def _lay(ring, fz):
-    from sakura_uring._native import ffi
-    fz.cdata = (ffi.from_buffer("struct sk_step[]", fz.packed), ffi.from_buffer(fz.arena),
-                ffi.new("uint32_t[]", list(fz.buffers) or [0]))
+    from sakura_uring.ring import _native_views
+    fz.cdata = _native_views(fz)
     with ring._lock:
         return ring._lay(fz, 0, None, None)
 
