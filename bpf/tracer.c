@@ -1,43 +1,61 @@
-/* tracer.c — how the kernel dispatches each io_uring request of one process
- * (sakura_uring/trace/dispatch.py compiles it with bcc; tracepoints only).
+/* tracer.c — how the kernel dispatches each io_uring request of a program: one process,
+ * its children, or the whole system (sakura_uring/trace/dispatch.py compiles it with bcc;
+ * tracepoints only).
  *
  * Defined before this file by the loader, from the kernel's tracefs formats:
- *   TGID                the traced process
+ *   TGID                the traced process (0 with TRACE_ALL)
+ *   TRACE_ALL           every process (each gets its row in procs on its first request)
+ *   FOLLOW              children forked by a traced process are traced too
+ *   COUNT_SYSCALLS      attach raw_syscalls:sys_enter (every system call on the machine
+ *                       then runs this program; without it the syscall columns are empty)
  *   SUBMIT_TP           replaced in the text: io_uring_submit_req (>= 5.19) or _submit_sqe
  *   KEY_<event>         how that event names a request: its address (`req`, >= 5.19 on
  *                       every event) or, before that, user_data ^ ctx
  *   HAVE_COMPLETE_REQ   io_uring_complete names the request (else found by user_data)
+ *   HAVE_CFLAGS         io_uring_complete has cflags (IORING_CQE_F_MORE: multishot)
  *   HAVE_SQ_THREAD      the submit tracepoint has `sq_thread`
- *   HAVE_<event>        for the optional events (QUEUE_ASYNC, POLL_ARM, TASK_ADD, LINK,
- *                       FAIL_LINK, CQE_OVERFLOW), when they name requests the same way
+ *   HAVE_<event>        for the optional events (QUEUE_ASYNC, POLL_ARM, LINK, FAIL_LINK,
+ *                       CQE_OVERFLOW, CREATE), when they name requests the same way
  *   SKIP_BPF_SYSCALLS   the tracer traces its own process: its bpf() calls don't count
  * A missing field or event removes a column, never the tool.
  */
 #define OPS 256
+#define ECANCELED_ 125
+#define CQE_F_MORE 2
 enum {                        /* columns of counts[opcode] */
     C_SUB_APP = 0,            /* submitted by an application thread */
     C_SUB_SQPOLL,             /* submitted by the SQPOLL thread (iou-sqp-*) */
-    C_PUNTED,                 /* handed to an io-wq worker (iou-wrk-*) */
-    C_DONE_APP,               /* completed inline, in an application thread */
-    C_DONE_SQPOLL,            /* completed inline, in the SQPOLL thread */
-    C_DONE_IOWQ,              /* completed by an io-wq worker */
-    C_DONE_TW,                /* completed through task_work */
-    C_DONE_POLL,              /* waited in poll, then completed (through task_work) */
-    C_DONE,                   /* completed, all paths */
-    C_BROKE,                  /* failed and broke the chain it headed or was part of */
+    C_PUNTED,                 /* handed to an io-wq worker (io_uring_queue_async_work) */
+    C_POLLED,                 /* armed a poll before completing (io_uring_poll_arm) */
+    C_BY_SUBMITTER,           /* CQE posted by the thread that submitted it */
+    C_BY_SQPOLL,              /* CQE posted by the SQPOLL thread */
+    C_BY_IOWQ,                /* CQE posted by an io-wq worker */
+    C_BY_OTHER,               /* CQE posted by another task, or in an interrupt */
+    C_DONE,                   /* CQEs, all paths */
+    C_ERRORS,                 /* result < 0, -ECANCELED apart */
+    C_CANCELED,               /* result -ECANCELED */
+    C_SHORT,                  /* result >= 0 and yet it broke its chain: a short transfer */
+    C_BROKE,                  /* failed and broke the chain it was part of (once per chain) */
     C_COLS,
 };
 enum {                        /* totals[] */
-    T_SYSCALLS = 0, T_ENTERS, T_OVERFLOWS, T_CHAINS, T_CHAINS_DONE, T_CHAINS_BROKEN,
+    T_OVERFLOWS = 0, T_CHAINS, T_CHAINS_DONE, T_CHAINS_BROKEN, T_LINKS_FAILED,
     T_LINKED, T_UNMATCHED, T_TOTALS,
 };
-enum { P_IOWQ = 1, P_POLL = 2, P_TW = 4 };
+enum { P_POLL = 1 };
 enum { K_APP = 0, K_SQPOLL = 1, K_IOWQ = 2 };
+enum { CTL_FOLLOWING = 0, CTL_SEQ, CTL_N };
 
 struct rinfo {
     u64 ts;
+    u32 tid;                  /* the submitting thread */
     u8 opcode;
     u8 path;
+};
+struct member {               /* a request in a chain */
+    u64 chain;                /* the chain's own id (never an address: those are reused) */
+    s64 res;                  /* its result, once it completed */
+    u64 done;
 };
 struct chain {                /* 64-bit fields: LLVM 14 in bcc has no 32-bit atomics */
     u64 left;                 /* members not completed yet */
@@ -45,32 +63,58 @@ struct chain {                /* 64-bit fields: LLVM 14 in bcc has no 32-bit ato
 };
 struct hkey {
     u32 opcode;
-    u32 slot;                 /* log2(latency in us) */
+    u32 slot;                 /* bpf_log2l(latency in us): 1 holds 0-1 us, s holds 2^(s-1)..2^s-1 */
+};
+struct proc {                 /* one traced process */
+    u64 submitted;
+    u64 done;
+    u64 syscalls;
+    u64 enters;
+    char comm[16];            /* its name when it exited */
 };
 
-BPF_HASH(rings, u64, u8, 64);                                  /* ctx pointers of TGID */
+BPF_HASH(procs, u32, struct proc, 16384);                     /* traced tgids */
+BPF_HASH(rings, u64, u32, 1024);                              /* ctx -> owner tgid */
 BPF_TABLE("lru_hash", u64, struct rinfo, reqs, 65536);        /* req -> what we know */
-BPF_TABLE("lru_hash", u64, u64, member_of, 65536);            /* req -> chain head */
+BPF_TABLE("lru_hash", u64, struct member, member_of, 65536);  /* req -> its chain */
 BPF_TABLE("lru_hash", u64, u64, by_ud, 65536);                /* user_data ^ ctx -> req */
-BPF_HASH(chains, u64, struct chain, 16384);                  /* head -> chain */
+BPF_HASH(chains, u64, struct chain, 16384);                  /* chain id -> chain */
+BPF_ARRAY(ctl, u64, CTL_N);
 BPF_ARRAY(counts, u64, OPS * C_COLS);
 BPF_ARRAY(totals, u64, T_TOTALS);
 BPF_ARRAY(sysnr, u64, 512);                                   /* system calls by number */
 BPF_HISTOGRAM(lat, struct hkey, OPS * 32);
 
-static __always_inline void bump(u32 opcode, u32 col)
+static __always_inline void add(u64 *v)
 {
-    u32 k = (opcode & (OPS - 1)) * C_COLS + col;
-    u64 *v = counts.lookup(&k);
     if (v)
         __sync_fetch_and_add(v, 1);
 }
 
+static __always_inline void bump(u32 opcode, u32 col)
+{
+    u32 k = (opcode & (OPS - 1)) * C_COLS + col;
+    add(counts.lookup(&k));
+}
+
 static __always_inline void total(u32 which)
 {
-    u64 *v = totals.lookup(&which);
-    if (v)
-        __sync_fetch_and_add(v, 1);
+    add(totals.lookup(&which));
+}
+
+/* The traced process `tgid` belongs to, or 0. Untraced tasks cost one compare while the
+ * tracer follows no child (the common case for raw_syscalls, which fires machine-wide). */
+static __always_inline struct proc *traced(u32 tgid)
+{
+#ifndef TRACE_ALL
+    if (tgid != TGID) {
+        u32 k = CTL_FOLLOWING;
+        u64 *following = ctl.lookup(&k);
+        if (!following || !*following)
+            return 0;
+    }
+#endif
+    return procs.lookup(&tgid);
 }
 
 static __always_inline int kind(void)
@@ -85,9 +129,9 @@ static __always_inline int kind(void)
     return K_APP;
 }
 
-static __always_inline int ours(u64 ctx)
+static __always_inline u32 *ours(u64 ctx)
 {
-    return rings.lookup(&ctx) != 0;
+    return rings.lookup(&ctx);
 }
 
 static __always_inline void mark(u64 req, u8 path)
@@ -99,11 +143,19 @@ static __always_inline void mark(u64 req, u8 path)
 
 TRACEPOINT_PROBE(io_uring, SUBMIT_TP)
 {
-    if ((bpf_get_current_pid_tgid() >> 32) != TGID)
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+#ifdef TRACE_ALL
+    struct proc zero = {};
+    struct proc *p = procs.lookup_or_try_init(&tgid, &zero);
+#else
+    struct proc *p = traced(tgid);
+#endif
+    if (!p)
         return 0;
+    add(&p->submitted);
     u64 ctx = (u64)args->ctx;
-    u8 one = 1;
-    rings.update(&ctx, &one);
+    rings.update(&ctx, &tgid);
     u32 op = args->opcode;
 #ifdef HAVE_SQ_THREAD
     int k = args->sq_thread ? K_SQPOLL : kind();
@@ -112,12 +164,25 @@ TRACEPOINT_PROBE(io_uring, SUBMIT_TP)
 #endif
     bump(op, k == K_SQPOLL ? C_SUB_SQPOLL : C_SUB_APP);
     u64 req = KEY_SUBMIT;
-    struct rinfo ri = { .ts = bpf_ktime_get_ns(), .opcode = op, .path = 0 };
+    struct rinfo ri = { .ts = bpf_ktime_get_ns(), .tid = (u32)id, .opcode = op, .path = 0 };
     reqs.update(&req, &ri);
+#ifdef HAVE_LINK
+    member_of.delete(&req);                  /* a new request: in no chain until linked */
+#endif
     u64 ud = args->user_data ^ ctx;          /* io_uring_cqe_overflow names no req */
     by_ud.update(&ud, &req);
     return 0;
 }
+
+#ifdef HAVE_CREATE
+/* A new ring may sit at a freed ring's address: forget the old one's owner. */
+TRACEPOINT_PROBE(io_uring, io_uring_create)
+{
+    u64 ctx = (u64)args->ctx;
+    rings.delete(&ctx);
+    return 0;
+}
+#endif
 
 #ifdef HAVE_QUEUE_ASYNC
 TRACEPOINT_PROBE(io_uring, io_uring_queue_async_work)
@@ -127,7 +192,6 @@ TRACEPOINT_PROBE(io_uring, io_uring_queue_async_work)
     u64 req = KEY_QUEUE_ASYNC;
     struct rinfo *ri = reqs.lookup(&req);      /* its opcode as submitted (5.10 has none) */
     bump(ri ? ri->opcode : OPS - 1, C_PUNTED);
-    mark(req, P_IOWQ);
     return 0;
 }
 #endif
@@ -141,38 +205,36 @@ TRACEPOINT_PROBE(io_uring, io_uring_poll_arm)
 }
 #endif
 
-#ifdef HAVE_TASK_ADD
-TRACEPOINT_PROBE(io_uring, io_uring_task_add)
-{
-    if (ours((u64)args->ctx))
-        mark(KEY_TASK_ADD, P_TW);
-    return 0;
-}
-#endif
-
 #ifdef HAVE_LINK
 TRACEPOINT_PROBE(io_uring, io_uring_link)
 {
     if (!ours((u64)args->ctx))
         return 0;
     /* target_req is the request linked before this one (the chain's last so far) */
-    u64 req = (u64)args->req, head = (u64)args->target_req;
-    u64 *h = member_of.lookup(&head);
-    if (h)
-        head = *h;
+    u64 req = (u64)args->req, prev = (u64)args->target_req;
     total(T_LINKED);
-    struct chain *c = chains.lookup(&head);
-    if (!c) {                                  /* the second member: a chain begins */
-        struct chain fresh = { .left = 1, .broken = 0 };
-        chains.update(&head, &fresh);
-        member_of.update(&head, &head);
-        total(T_CHAINS);
-        c = chains.lookup(&head);
-        if (!c)
+    struct member *pm = member_of.lookup(&prev);
+    u64 id;
+    if (pm) {
+        id = pm->chain;
+    } else {                                   /* the second member: a chain begins */
+        u32 k = CTL_SEQ;
+        u64 *seq = ctl.lookup(&k);
+        if (!seq)
             return 0;
+        id = __sync_fetch_and_add(seq, 1) + 1;
+        struct chain fresh = { .left = 1, .broken = 0 };
+        chains.update(&id, &fresh);
+        struct member head = { .chain = id };
+        member_of.update(&prev, &head);
+        total(T_CHAINS);
     }
+    struct chain *c = chains.lookup(&id);
+    if (!c)
+        return 0;
     __sync_fetch_and_add(&c->left, 1);
-    member_of.update(&req, &head);
+    struct member m = { .chain = id };
+    member_of.update(&req, &m);
     return 0;
 }
 #endif
@@ -182,75 +244,94 @@ TRACEPOINT_PROBE(io_uring, io_uring_fail_link)
 {
     if (!ours((u64)args->ctx))
         return 0;
-    /* the failing request has completed (and left member_of) already: find the chain
-     * through `link`, the member this event cancels */
-    u64 link = (u64)args->link;
-    u64 *head = member_of.lookup(&link);
-    if (!head)
+    /* fires once for each member `link` that the failure of `req` cancels */
+    total(T_LINKS_FAILED);
+    u64 link = (u64)args->link, req = (u64)args->req;
+    struct member *m = member_of.lookup(&link);
+    if (!m)
         return 0;
-    u64 h = *head;
-    struct chain *c = chains.lookup(&h);
-    /* fires once per member it cancels: count the chain, and its failing op, once */
+    u64 id = m->chain;
+    struct chain *c = chains.lookup(&id);
     if (c && __sync_val_compare_and_swap(&c->broken, 0, 1) == 0) {
         total(T_CHAINS_BROKEN);
         bump(args->opcode, C_BROKE);
+        /* the failing request posted its CQE before its links are failed: a result that
+         * is not an error means the kernel judged the transfer short */
+        struct member *f = member_of.lookup(&req);
+        if (f && f->done && f->res >= 0)
+            bump(args->opcode, C_SHORT);
     }
     return 0;
 }
 #endif
 
-/* A completion: its opcode, path and latency from what the submission recorded. */
-static __always_inline void done(u64 req, int known)
+/* A CQE: its opcode, path and latency from what the submission recorded. */
+static __always_inline void done(u64 req, int known, u32 owner, s64 res, u32 cflags)
 {
     int k = kind();
     u32 op = OPS - 1;                          /* unknown */
     u8 path = 0;
+    u32 col = k == K_SQPOLL ? C_BY_SQPOLL : k == K_IOWQ ? C_BY_IOWQ : C_BY_OTHER;
+    int more = (cflags & CQE_F_MORE) != 0;    /* a multishot request posts more */
     struct rinfo *ri = known ? reqs.lookup(&req) : 0;
     if (ri) {
         op = ri->opcode;
         path = ri->path;
-        u64 us = (bpf_ktime_get_ns() - ri->ts) / 1000;
-        struct hkey hk = { .opcode = op, .slot = bpf_log2l(us) };
+        if (col == C_BY_OTHER && ri->tid == (u32)bpf_get_current_pid_tgid())
+            col = C_BY_SUBMITTER;
+        u64 now = bpf_ktime_get_ns();
+        struct hkey hk = { .opcode = op, .slot = bpf_log2l((now - ri->ts) / 1000) };
         lat.increment(hk);
-        reqs.delete(&req);
+        if (more)
+            ri->ts = now;                      /* its next CQE: time since this one */
+        else
+            reqs.delete(&req);
     } else {
         total(T_UNMATCHED);
     }
+    struct proc *p = procs.lookup(&owner);
+    if (p)
+        add(&p->done);
 #ifdef HAVE_LINK   /* chains need io_uring_link; fetching atomics need 5.12 anyway */
-    u64 *head = known ? member_of.lookup(&req) : 0;
-    if (head) {
-        u64 h = *head;
-        struct chain *c = chains.lookup(&h);
+    struct member *m = known && !more ? member_of.lookup(&req) : 0;
+    if (m && !m->done) {
+        m->res = res;                          /* kept for io_uring_fail_link */
+        m->done = 1;
+        u64 id = m->chain;
+        struct chain *c = chains.lookup(&id);
         if (c && __sync_fetch_and_add(&c->left, -1) == 1) {
             total(T_CHAINS_DONE);
-            chains.delete(&h);
+            chains.delete(&id);
         }
-        member_of.delete(&req);
     }
 #endif
-    u32 col;
     if (path & P_POLL)
-        col = C_DONE_POLL;
-    else if (path & P_IOWQ || k == K_IOWQ)
-        col = C_DONE_IOWQ;
-    else if (path & P_TW)
-        col = C_DONE_TW;
-    else
-        col = k == K_SQPOLL ? C_DONE_SQPOLL : C_DONE_APP;
+        bump(op, C_POLLED);
+    if (res == -ECANCELED_)
+        bump(op, C_CANCELED);
+    else if (res < 0)
+        bump(op, C_ERRORS);
     bump(op, col);
     bump(op, C_DONE);
 }
 
 TRACEPOINT_PROBE(io_uring, io_uring_complete)
 {
-    if (!ours((u64)args->ctx))
+    u64 ctx = (u64)args->ctx;
+    u32 *owner = ours(ctx);
+    if (!owner)
         return 0;
-#ifdef HAVE_COMPLETE_REQ
-    done((u64)args->req, 1);
+#ifdef HAVE_CFLAGS
+    u32 cflags = args->cflags;
 #else
-    u64 ud = args->user_data ^ (u64)args->ctx;
+    u32 cflags = 0;
+#endif
+#ifdef HAVE_COMPLETE_REQ
+    done((u64)args->req, 1, *owner, args->res, cflags);
+#else
+    u64 ud = args->user_data ^ ctx;
     u64 *req = by_ud.lookup(&ud);
-    done(req ? *req : 0, req != 0);
+    done(req ? *req : 0, req != 0, *owner, args->res, cflags);
 #endif
     return 0;
 }
@@ -261,30 +342,66 @@ TRACEPOINT_PROBE(io_uring, io_uring_complete)
 TRACEPOINT_PROBE(io_uring, io_uring_cqe_overflow)
 {
     u64 ctx = (u64)args->ctx;
-    if (!ours(ctx))
+    u32 *owner = ours(ctx);
+    if (!owner)
         return 0;
     total(T_OVERFLOWS);
     u64 ud = args->user_data ^ ctx;
     u64 *req = by_ud.lookup(&ud);
-    done(req ? *req : 0, req != 0);
+    done(req ? *req : 0, req != 0, *owner, args->res, args->cflags);
     return 0;
 }
 #endif
 
-TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+#ifdef FOLLOW
+/* A traced process's fork or clone: the child is traced from its first instruction. A
+ * thread's id gets a row too, harmlessly: no process has that id while the thread lives,
+ * and a later process given it by an untraced parent loses the row here. */
+TRACEPOINT_PROBE(sched, sched_process_fork)
 {
-    if ((bpf_get_current_pid_tgid() >> 32) != TGID)
-        return 0;
-#ifdef SKIP_BPF_SYSCALLS
-    if (args->id == 321)                       /* bpf(): the tracer reading its maps */
-        return 0;
-#endif
-    total(T_SYSCALLS);
-    if (args->id == 426)                       /* io_uring_enter */
-        total(T_ENTERS);
-    u32 nr = args->id < 512 ? args->id : 511;
-    u64 *v = sysnr.lookup(&nr);
-    if (v)
-        __sync_fetch_and_add(v, 1);
+    u32 parent = bpf_get_current_pid_tgid() >> 32, child = args->child_pid;
+    if (traced(parent)) {
+        struct proc zero = {};
+        procs.update(&child, &zero);
+        u32 k = CTL_FOLLOWING;
+        u64 *following = ctl.lookup(&k);
+        if (following)
+            *following = 1;
+    } else if (procs.lookup(&child)) {
+        procs.delete(&child);
+    }
     return 0;
 }
+#endif
+
+/* A traced process's name as it ends (a row outlives its /proc entry). */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    if ((u32)id != id >> 32)
+        return 0;
+    struct proc *p = traced(id >> 32);
+    if (p)
+        bpf_get_current_comm(&p->comm, sizeof(p->comm));
+    return 0;
+}
+
+#ifdef COUNT_SYSCALLS
+TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct proc *p = traced(tgid);
+    if (!p)
+        return 0;
+#ifdef SKIP_BPF_SYSCALLS
+    if (args->id == 321 && tgid == TGID)       /* bpf(): the tracer reading its maps */
+        return 0;
+#endif
+    add(&p->syscalls);
+    if (args->id == 426)                       /* io_uring_enter */
+        add(&p->enters);
+    u32 nr = args->id < 512 ? args->id : 511;
+    add(sysnr.lookup(&nr));
+    return 0;
+}
+#endif

@@ -1,6 +1,6 @@
 """`sakura-uring`: the command line.
 
-    sakura-uring trace [-p PID | -- COMMAND ...] [-i INTERVAL] [-d SECONDS] [--json]
+    sakura-uring trace [-p PID | -a | -- COMMAND ...] [-i INTERVAL] [-d SECONDS] [--json]
     sakura-uring httpd --model {threads,flexsc,link,kernel} --root DIR [--port PORT]
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    "trace": ("how the kernel dispatches each io_uring request (bcc)", "sakura_uring.trace.dispatch"),
+    "trace": ("how the kernel dispatches each io_uring request (bcc)", "sakura_uring.trace.command"),
     "httpd": ("a static-file HTTP server in four execution models", "sakura_uring.httpd"),
 }
 

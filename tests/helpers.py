@@ -182,3 +182,21 @@ def unreadable(tmp_path):
     """A path whose Cat chain fails at its first step: a missing file for openat, a
     directory (EISDIR) for read."""
     return tmp_path / "missing" if su.probe().linked_files else tmp_path
+
+
+def trace_cli(*args, timeout: float = 180, **kw):
+    """`sakura-uring trace ARGS` in a subprocess: the CompletedProcess (text)."""
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "sakura_uring.cli", "trace", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def trace_json(*args, **kw) -> tuple[dict, list[dict], "object"]:
+    """`trace --json ARGS`: (its summary, its intervals, the CompletedProcess)."""
+    import json
+    out = trace_cli("--json", *args, **kw)
+    lines = [json.loads(ln) for ln in out.stdout.splitlines() if ln.startswith("{")]
+    summaries = [ln for ln in lines if ln.get("kind") == "summary"]
+    assert summaries, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
+    return summaries[-1], [ln for ln in lines if ln.get("kind") == "interval"], out

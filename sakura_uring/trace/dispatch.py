@@ -1,37 +1,19 @@
-"""dispatch: how the kernel dispatches each io_uring request of a process (bcc).
+"""DispatchTracer: how the kernel dispatches each io_uring request of a program (bcc).
 
-USAGE: sakura-uring trace [-h] [-p PID | -- COMMAND ...] [-i INTERVAL] [-d SECONDS] [--json]
+Loads bpf/tracer.c, adapted to this kernel's tracepoint formats, and reads its maps into
+a Report (report.py). The command line is command.py (`sakura-uring trace`).
 
-Per opcode: who submitted each request (an application thread or the SQPOLL thread,
-iou-sqp-*), how many were punted to an io-wq worker (iou-wrk-*), where each completed
-(inline in an application thread, inline in the SQPOLL thread, in an io-wq worker, through
-task_work, or after waiting in poll), the chains it broke, and a log2 histogram of the time
-from submission to completion. For the process: system calls (io_uring_enter apart) per
-completed request -- the interrupts Sakura Call exists to remove --, chains started,
-completed and broken, CQ overflows. Tracepoints only (io_uring:*, raw_syscalls:sys_enter).
-
-EXAMPLES:
-    sakura-uring trace -p 1234              # trace PID 1234 until Ctrl-C, then summarize
-    sakura-uring trace -p 1234 -i 1         # a table every second
-    sakura-uring trace -d 5 -- python3 app.py   # run a command, trace it for at most 5 s
-    sakura-uring trace -p 1234 -i 1 --json  # one JSON line per interval and at the end
-
-API:
     from sakura_uring.trace import DispatchTracer
-    with DispatchTracer() as tr:            # this process (or DispatchTracer(pid))
+    with DispatchTracer() as tr:            # this process and the ones it starts
         work()
-    report = tr.report()                    # counts, histograms, syscalls per request
+    report = tr.final                       # counts, histograms, syscalls per request
 """
 from __future__ import annotations
 
-import argparse
-import json
+import ctypes as ct
 import os
 import re
-import signal
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import fork as _fork
@@ -39,29 +21,29 @@ from .. import ops as _ops
 from ..errors import InheritedAfterFork
 from ..probe import bpf_atomic_fetch
 from .bccenv import TracingUnavailable, load_bcc
-from .syscount import NAMES
+from .report import COLUMNS, TOTALS, OpStats, ProcStats, Report
+from .syscount import syscall_name
 
 PROGRAM = Path(__file__).resolve().parents[2] / "bpf" / "tracer.c"
 # where the tracepoint formats are read from (a test points this at an edited copy)
 EVENT_DIRS = [Path("/sys/kernel/tracing/events/io_uring"),
               Path("/sys/kernel/debug/tracing/events/io_uring")]
 OPS = 256
-COLUMNS = ("sub_app", "sub_sqpoll", "punted", "done_app", "done_sqpoll", "done_iowq",
-           "done_task_work", "done_poll", "done", "broke")
-TOTALS = ("syscalls", "io_uring_enter", "cq_overflows", "chains", "chains_done",
-          "chains_broken", "linked", "unmatched")
+ENTER = 426                              # io_uring_enter's number
+CTL_FOLLOWING = 0                        # ctl[] in the program
 # events that only add columns: name -> macro
 OPTIONAL = {"io_uring_queue_async_work": "HAVE_QUEUE_ASYNC", "io_uring_poll_arm": "HAVE_POLL_ARM",
-            "io_uring_task_add": "HAVE_TASK_ADD", "io_uring_link": "HAVE_LINK",
-            "io_uring_fail_link": "HAVE_FAIL_LINK", "io_uring_cqe_overflow": "HAVE_CQE_OVERFLOW"}
+            "io_uring_link": "HAVE_LINK", "io_uring_fail_link": "HAVE_FAIL_LINK",
+            "io_uring_cqe_overflow": "HAVE_CQE_OVERFLOW", "io_uring_create": "HAVE_CREATE"}
 # the fields each optional event's probe reads besides the request's name
 NEEDS = {"io_uring_queue_async_work": {"ctx"}, "io_uring_poll_arm": {"ctx"},
-         "io_uring_task_add": {"ctx"}, "io_uring_link": {"ctx", "req", "target_req"},
-         "io_uring_fail_link": {"ctx", "link", "opcode"},
-         "io_uring_cqe_overflow": {"ctx", "user_data"}}
+         "io_uring_link": {"ctx", "req", "target_req"},
+         "io_uring_fail_link": {"ctx", "req", "link", "opcode"},
+         "io_uring_cqe_overflow": {"ctx", "user_data", "res", "cflags"},
+         "io_uring_create": {"ctx"}}
 # events whose probe names a request (and so must name it as the submit event does)
-KEYED = {"io_uring_queue_async_work", "io_uring_poll_arm", "io_uring_task_add",
-         "io_uring_link", "io_uring_fail_link"}
+KEYED = {"io_uring_queue_async_work", "io_uring_poll_arm", "io_uring_link",
+         "io_uring_fail_link"}
 
 
 def opname(opcode: int) -> str:
@@ -91,7 +73,8 @@ def kernel_macros() -> tuple[dict, list[str]]:
     macros, missing = {}, []
     submit = "io_uring_submit_req" if _format("io_uring_submit_req") else "io_uring_submit_sqe"
     sub = _fields(submit)
-    if not sub or not _fields("io_uring_complete"):
+    complete = _fields("io_uring_complete")
+    if not sub or not complete:
         raise TracingUnavailable("this kernel has no io_uring submit/complete tracepoints "
                                  "(CONFIG_IO_URING with tracepoints is needed)")
     by_req = "req" in sub
@@ -107,8 +90,13 @@ def kernel_macros() -> tuple[dict, list[str]]:
     macros["KEY_SUBMIT"] = key(sub)
     if "sq_thread" in sub:
         macros["HAVE_SQ_THREAD"] = 1
-    if by_req and "req" in _fields("io_uring_complete"):
+    if by_req and "req" in complete:
         macros["HAVE_COMPLETE_REQ"] = 1
+    if "cflags" in complete:
+        macros["HAVE_CFLAGS"] = 1
+    else:
+        missing.append("io_uring_complete's cflags (a multishot request's CQEs after the "
+                       "first count as unmatched)")
     for event, macro in OPTIONAL.items():
         fields = _fields(event)
         need = NEEDS.get(event, set())
@@ -124,7 +112,8 @@ def kernel_macros() -> tuple[dict, list[str]]:
             if event in KEYED:
                 macros["KEY_" + macro[len("HAVE_"):]] = k
     if "HAVE_LINK" in macros and not bpf_atomic_fetch():
-        # chain accounting counts members down with atomics that return a value
+        # chain accounting numbers chains and counts members down with atomics that
+        # return a value
         del macros["HAVE_LINK"], macros["KEY_LINK"]
         missing.append("io_uring_link (chain columns need BPF atomics that return a value, "
                        "Linux 5.12)")
@@ -134,109 +123,69 @@ def kernel_macros() -> tuple[dict, list[str]]:
     return macros, missing
 
 
-@dataclass
-class OpStats:
-    name: str
-    counts: dict = field(default_factory=dict)     # column -> count
-    hist: dict = field(default_factory=dict)       # log2(us) slot -> count
-
-    def percentile(self, p: float) -> float | None:
-        """Upper bound (us) of the log2 bucket holding the p-th percentile: bucket s holds
-        latencies from 2**s to 2**(s+1) - 1 us (bucket 0: 0 and 1)."""
-        n = sum(self.hist.values())
-        if not n:
-            return None
-        seen = 0
-        for slot in sorted(self.hist):
-            seen += self.hist[slot]
-            if seen >= p * n:
-                return float((1 << (slot + 1)) - 1)
-        return None
+def process_of(pid: int) -> int:
+    """The process (tgid) that thread or process `pid` belongs to."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        raise ValueError(f"no process or thread {pid}") from None
+    return int(re.search(r"^Tgid:\s*(\d+)", status, re.M).group(1))
 
 
-@dataclass
-class Report:
-    pid: int
-    seconds: float
-    ops: dict                                       # name -> OpStats
-    totals: dict
-    missing: list
-    syscalls: dict = field(default_factory=dict)    # name -> count
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started that still run, and theirs (from /proc)."""
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
 
-    @property
-    def requests(self) -> int:
-        return sum(o.counts.get("done", 0) for o in self.ops.values())
 
-    @property
-    def syscalls_per_request(self) -> float | None:
-        return self.totals["syscalls"] / self.requests if self.requests else None
-
-    def to_json(self) -> dict:
-        return dict(pid=self.pid, seconds=round(self.seconds, 3), requests=self.requests,
-                    syscalls_per_request=self.syscalls_per_request, totals=self.totals,
-                    ops={n: dict(o.counts, p50_us=o.percentile(0.5), p99_us=o.percentile(0.99),
-                                 hist_log2_us={str(k): v for k, v in sorted(o.hist.items())})
-                         for n, o in self.ops.items()},
-                    syscalls=self.syscalls, missing=self.missing)
-
-    def table(self) -> str:
-        head = (f"{'OP':<13}{'SUB:APP':>8}{'SUB:SQP':>8}{'PUNTED':>7} | {'APP':>7}{'SQPOLL':>7}"
-                f"{'IO-WQ':>7}{'TWORK':>7}{'POLL':>7} | {'DONE':>8}{'BROKE':>6}{'p50us':>7}{'p99us':>7}")
-        lines = [f"{'':<36}| completed where{'':<19}|", head]
-        for name in sorted(self.ops, key=lambda n: -self.ops[n].counts.get("done", 0)):
-            o = self.ops[name]
-            c = o.counts.get
-            p50, p99 = o.percentile(0.5), o.percentile(0.99)
-            lines.append(
-                f"{name:<13}{c('sub_app', 0):>8}{c('sub_sqpoll', 0):>8}{c('punted', 0):>7} | "
-                f"{c('done_app', 0):>7}{c('done_sqpoll', 0):>7}{c('done_iowq', 0):>7}"
-                f"{c('done_task_work', 0):>7}{c('done_poll', 0):>7} | {c('done', 0):>8}"
-                f"{c('broke', 0):>6}{'-' if p50 is None else int(p50):>7}"
-                f"{'-' if p99 is None else int(p99):>7}")
-        t = self.totals
-        spr = self.syscalls_per_request
-        lines.append(
-            f"requests {self.requests}, system calls {t['syscalls']} "
-            f"(io_uring_enter {t['io_uring_enter']}, other {t['syscalls'] - t['io_uring_enter']}), "
-            f"per request {'-' if spr is None else f'{spr:.3f}'}; chains started {t['chains']}, "
-            f"completed {t['chains_done']}, broken {t['chains_broken']}; "
-            f"CQ overflows {t['cq_overflows']}")
-        other = sorted(((n, c) for n, c in self.syscalls.items() if n != "io_uring_enter"),
-                       key=lambda x: -x[1])
-        if other:
-            lines.append("other system calls: " + ", ".join(f"{n} {c}" for n, c in other[:5]))
-        if self.missing:
-            lines.append("not on this kernel: " + "; ".join(self.missing))
-        return "\n".join(lines)
-
-    def histograms(self) -> str:
-        """Per-opcode log2 histograms of submit -> complete, like bcc's biolatency."""
-        out = []
-        for name, o in sorted(self.ops.items()):
-            if not o.hist:
-                continue
-            out.append(f"\nop = {name}\n     usecs{'':<15}: count     distribution")
-            top = max(o.hist.values())
-            for slot in range(0, max(o.hist) + 1):
-                lo, hi = (0 if slot == 0 else 1 << slot), (1 << (slot + 1)) - 1
-                n = o.hist.get(slot, 0)
-                bar = "*" * int(40 * n / top) if top else ""
-                out.append(f"{lo:>10} -> {hi:<10}: {n:<9} |{bar:<40}|")
-        return "\n".join(out)
+def _comm(pid: int, stored: bytes) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return stored.split(b"\0", 1)[0].decode(errors="replace") or "?"
 
 
 class DispatchTracer:
-    """Traces process `pid` (default: this one) while active; report() at any time."""
+    """Traces process `pid` (default: this one; a thread id means its process) while
+    active, and with `children` every process it forks from then on (and those already
+    started); `everything=True` traces the whole system instead. `syscalls=False` leaves
+    raw_syscalls:sys_enter unattached, so other processes' system calls pay nothing."""
 
-    def __init__(self, pid: int | None = None):
+    def __init__(self, pid: int | None = None, *, children: bool = True,
+                 everything: bool = False, syscalls: bool = True):
         self._bpf = None
         self.final: Report | None = None
-        self.pid = os.getpid() if pid is None else pid
-        if not Path(f"/proc/{self.pid}").exists():
-            raise ValueError(f"no process {self.pid}")
+        if everything and pid is not None:
+            raise ValueError("give a pid or everything=True, not both")
+        for name, v in (("children", children), ("everything", everything),
+                        ("syscalls", syscalls)):
+            if not isinstance(v, bool):
+                raise TypeError(f"{name} must be True or False, not {v!r}")
+        self.pid = 0 if everything else process_of(os.getpid() if pid is None else pid)
+        self.everything = everything
         bcc = load_bcc()
         macros, self.missing = kernel_macros()
         macros["TGID"] = self.pid
+        if everything:
+            macros["TRACE_ALL"] = 1
+        elif children:
+            macros["FOLLOW"] = 1
+        if syscalls:
+            macros["COUNT_SYSCALLS"] = 1
         if self.pid == os.getpid():
             macros["SKIP_BPF_SYSCALLS"] = 1
         # bcc reads a TRACEPOINT_PROBE's event name before the preprocessor runs: the
@@ -251,7 +200,17 @@ class DispatchTracer:
         self._creator = os.getpid()
         self._inherited = False
         _fork.track(self)
-        self._base = self.snapshot()
+        if not everything:
+            # the process's row first (a fork from now on is followed in the kernel), then
+            # the children it already has
+            procs = self._bpf[b"procs"]
+            procs[procs.Key(self.pid)] = procs.Leaf()
+            if children:
+                for kid in descendants(self.pid):
+                    procs[procs.Key(kid)] = procs.Leaf()
+                    ctl = self._bpf[b"ctl"]
+                    ctl[ctl.Key(CTL_FOLLOWING)] = ct.c_uint64(1)
+        self._base = self.zero()
 
     def _after_fork_in_child(self) -> None:
         """In a fork() child (fork.py): the perf events and counters are the parent's."""
@@ -259,29 +218,38 @@ class DispatchTracer:
         if self._bpf is not None:
             _fork.forget_bpf(self._bpf)
 
+    @staticmethod
+    def zero() -> tuple:
+        """A snapshot of nothing: report(since=zero()) counts from the tracer's start."""
+        return {}, {}, {}, {}, {}, time.monotonic()
+
     def snapshot(self) -> tuple:
-        """The counters now, for report(since=...)."""
+        """The counters now, for report(since=...) or report(until=...)."""
         return self._raw() + (time.monotonic(),)
 
-    def _raw(self) -> tuple[dict, dict, dict]:
+    def _raw(self) -> tuple[dict, dict, dict, dict, dict]:
         b = self._bpf
         if self._inherited:
             raise InheritedAfterFork("DispatchTracer", self._creator)
         if b is None:
             raise RuntimeError("this DispatchTracer is closed (its last report is .final)")
         counts = {k.value: v.value for k, v in b[b"counts"].items() if v.value}
-        totals = {k.value: v.value for k, v in b[b"totals"].items()}
-        totals.update({("nr", k.value): v.value for k, v in b[b"sysnr"].items() if v.value})
+        totals = {k.value: v.value for k, v in b[b"totals"].items() if v.value}
+        sysnr = {k.value: v.value for k, v in b[b"sysnr"].items() if v.value}
         hist = {(k.opcode, k.slot): v.value for k, v in b[b"lat"].items() if v.value}
-        return counts, totals, hist
+        procs = {k.value: (v.submitted, v.done, v.syscalls, v.enters, bytes(v.comm))
+                 for k, v in b[b"procs"].items()}
+        return counts, totals, sysnr, hist, procs
 
     def reset(self) -> None:
         self._base = self.snapshot()
 
-    def report(self, since: tuple | None = None) -> Report:
-        """What happened since `since` (a snapshot()), by default since reset()."""
-        counts, totals, hist = self._raw()
-        bc, bt, bh, t0 = self._base if since is None else since
+    def report(self, since: tuple | None = None, until: tuple | None = None) -> Report:
+        """What happened between two snapshots: by default from reset() (or the start)
+        until now. Reports of consecutive intervals (each one's `until` the next one's
+        `since`) add up to the whole."""
+        counts, totals, sysnr, hist, procs, t1 = self.snapshot() if until is None else until
+        bc, bt, bs, bh, bp, t0 = self._base if since is None else since
         ops: dict[str, OpStats] = {}
         for idx, n in counts.items():
             n -= bc.get(idx, 0)
@@ -295,9 +263,29 @@ class DispatchTracer:
             if n > 0:
                 ops.setdefault(opname(opcode), OpStats(opname(opcode))).hist[slot] = n
         tot = {name: totals.get(i, 0) - bt.get(i, 0) for i, name in enumerate(TOTALS)}
-        calls = {NAMES.get(k[1], f"sys_{k[1]}"): v - bt.get(k, 0) for k, v in totals.items()
-                 if isinstance(k, tuple) and v - bt.get(k, 0) > 0}
-        return Report(self.pid, time.monotonic() - t0, ops, tot, self.missing, calls)
+        calls = {nr: n - bs.get(nr, 0) for nr, n in sysnr.items() if n - bs.get(nr, 0) > 0}
+        # one map gives both, so the total and the per-name list always agree
+        tot["syscalls"] = sum(calls.values())
+        tot["io_uring_enter"] = calls.get(ENTER, 0)
+        rows = {}
+        for pid, (sub, done, sc, ent, comm) in procs.items():
+            was = bp.get(pid, (0, 0, 0, 0, b""))
+            p = ProcStats(pid, _comm(pid, comm), sub - was[0], done - was[1], sc - was[2],
+                          ent - was[3])
+            if p.active:
+                rows[pid] = p
+        return Report(self.pid, t1 - t0, ops, tot, self.missing,
+                      {syscall_name(nr): n for nr, n in calls.items()}, rows)
+
+    def stop(self) -> None:
+        """Detach every probe: the counters stay as they are, so a report() read after it
+        is one moment (maps read while events fire disagree by the events in between)."""
+        if self._inherited:
+            raise InheritedAfterFork("DispatchTracer", self._creator)
+        if self._bpf is not None:
+            # the system-call probe first: detaching makes system calls of our own
+            for tp in sorted(self._bpf.tracepoint_fds, key=lambda t: not t.startswith(b"raw_")):
+                self._bpf.detach_tracepoint(tp)
 
     def close(self) -> None:
         if self._bpf is not None:
@@ -310,107 +298,16 @@ class DispatchTracer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stop()
         self.final = self.report()
         self.close()
 
 
-class _Held:
-    """A command started but held before exec, so that tracing begins before its first
-    request: the child waits on a pipe, then execs."""
-
-    def __init__(self, cmd: list[str]):
-        r, self._go = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:                   # child
-            try:
-                os.close(self._go)
-                os.read(r, 1)
-                os.execvp(cmd[0], cmd)
-            finally:
-                os._exit(127)
-        os.close(r)
-        self.status = None
-
-    def release(self) -> None:
-        os.write(self._go, b"x")
-        os.close(self._go)
-
-    def poll(self) -> int | None:
-        if self.status is None:
-            pid, st = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.status = os.waitstatus_to_exitcode(st)
-        return self.status
-
-    def end(self) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            os.waitpid(self.pid, 0)
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="sakura-uring trace", description=__doc__.split("\n\n")[1],
-                                 epilog=__doc__[__doc__.index("EXAMPLES:"):__doc__.index("API:")],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-p", "--pid", type=int, help="trace this process")
-    ap.add_argument("-i", "--interval", type=float, help="print a table every INTERVAL seconds")
-    ap.add_argument("-d", "--duration", type=float, help="stop after SECONDS")
-    ap.add_argument("--json", action="store_true", help="JSON lines instead of tables")
-    ap.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...: run and trace it")
-    args = ap.parse_args(argv)
-    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if bool(cmd) == (args.pid is not None):
-        ap.error("give either -p PID or -- COMMAND ...")
-    from ..probe import can_trace
-    if os.geteuid() != 0 or not can_trace():
-        print("sakura-uring trace: tracing needs root with CAP_BPF and CAP_PERFMON (or "
-              "CAP_SYS_ADMIN); run it as root", file=sys.stderr)
-        return 1
-    proc = _Held(cmd) if cmd else None
-    pid = proc.pid if proc else args.pid
-    try:
-        tracer = DispatchTracer(pid)
-    except (TracingUnavailable, ValueError, OSError) as exc:
-        print(f"sakura-uring trace: {exc}", file=sys.stderr)
-        if proc:
-            proc.end()
-        return 1
-    if proc:
-        proc.release()
-    stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *a: stop.update(now=True))
-    if not args.json:
-        print(f"Tracing io_uring dispatch of PID {pid}"
-              + (f" for {args.duration} s" if args.duration else "") + "... Ctrl-C to end.",
-              file=sys.stderr)
-    start = time.monotonic()
-    whole = last = tracer.snapshot()
-    next_tick = start + (args.interval or 3600)
-    while not stop["now"]:
-        time.sleep(0.05)
-        now = time.monotonic()
-        if args.duration and now - start >= args.duration:
-            break
-        if proc is not None and proc.poll() is not None:
-            break
-        if proc is None and not Path(f"/proc/{pid}").exists():
-            break
-        if args.interval and now >= next_tick:
-            rep = tracer.report(since=last)
-            last = tracer.snapshot()
-            print(json.dumps(dict(rep.to_json(), kind="interval")) if args.json else
-                  f"\n{time.strftime('%H:%M:%S')}\n{rep.table()}", flush=True)
-            next_tick += args.interval
-    rep = tracer.report(since=whole)
-    tracer.close()
-    if args.json:
-        print(json.dumps(dict(rep.to_json(), kind="summary")))
-    else:
-        print(f"\nSummary, {rep.seconds:.1f} s:\n{rep.table()}{rep.histograms()}")
-    if proc is not None:
-        proc.end()
-    return 0
+def main(argv=None) -> int:          # `python -m sakura_uring.trace.dispatch` as before
+    from .command import main as run
+    return run(argv)
 
 
 if __name__ == "__main__":
+    import sys
     sys.exit(main())

@@ -28,19 +28,32 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
 }
 """
 
-# x86_64 numbers of the calls worth naming
-NAMES = {0: "read", 1: "write", 2: "open", 3: "close", 9: "mmap", 11: "munmap", 202: "futex",
-         228: "clock_gettime", 257: "openat", 262: "newfstatat", 425: "io_uring_setup",
-         426: "io_uring_enter", 427: "io_uring_register", 232: "epoll_wait", 7: "poll",
-         23: "select", 281: "epoll_pwait", 8: "lseek", 5: "fstat", 332: "statx", 14: "rt_sigprocmask",
-         230: "clock_nanosleep", 35: "nanosleep", 24: "sched_yield", 39: "getpid", 4: "stat",
-         6: "lstat", 10: "mprotect", 12: "brk", 13: "rt_sigaction", 16: "ioctl", 17: "pread64",
-         44: "sendto", 45: "recvfrom", 72: "fcntl", 217: "getdents64",
-         321: "bpf", 298: "perf_event_open", 56: "clone", 435: "clone3", 59: "execve",
-         61: "wait4", 62: "kill", 15: "rt_sigreturn", 318: "getrandom", 302: "prlimit64",
-         334: "rseq", 273: "set_robust_list", 218: "set_tid_address", 89: "readlink",
-         79: "getcwd", 102: "getuid", 107: "geteuid", 104: "getgid", 108: "getegid",
-         158: "arch_prctl", 20: "writev", 19: "readv"}
+# x86_64 system calls newer than bcc's own table (which stops at 334, pkey_free + rseq)
+NEWER = dict(enumerate((
+    "pidfd_send_signal", "io_uring_setup", "io_uring_enter", "io_uring_register", "open_tree",
+    "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "pidfd_open", "clone3",
+    "close_range", "openat2", "pidfd_getfd", "faccessat2", "process_madvise", "epoll_pwait2",
+    "mount_setattr", "quotactl_fd", "landlock_create_ruleset", "landlock_add_rule",
+    "landlock_restrict_self", "memfd_secret", "process_mrelease", "futex_waitv",
+    "set_mempolicy_home_node", "cachestat", "fchmodat2", "map_shadow_stack", "futex_wake",
+    "futex_wait", "futex_requeue", "statmount", "listmount", "lsm_get_self_attr",
+    "lsm_set_self_attr", "lsm_list_modules", "mseal", "setxattrat", "getxattrat",
+    "listxattrat", "removexattrat", "open_tree_attr"), start=424))
+OVERFLOW = 511          # the BPF programs count every number >= 511 here
+
+
+def syscall_name(nr: int) -> str:
+    """The name of x86_64 system call `nr`, from bcc's table (then ours for newer ones)."""
+    if nr in NEWER:
+        return NEWER[nr]
+    if nr == OVERFLOW:
+        return "sys_511_and_above"
+    try:
+        from bcc.syscall import syscalls
+        name = syscalls.get(nr)
+    except ImportError:
+        name = None
+    return name.decode() if name else f"sys_{nr}"
 
 
 class SyscallCounter:
@@ -79,7 +92,7 @@ class SyscallCounter:
         return sum(self.counts.values())
 
     def by_name(self) -> dict[str, int]:
-        return {NAMES.get(nr, f"sys_{nr}"): n for nr, n in self.counts.items()}
+        return {syscall_name(nr): n for nr, n in self.counts.items()}
 
     def __enter__(self) -> "SyscallCounter":
         self.reset()
