@@ -9,8 +9,9 @@ VENV  := .venv
 VPY   := $(VENV)/bin/python
 CACHE := $(abspath .cache)
 HDRS  := $(CACHE)/kernel-headers
-# Debian packages: liburing for the binding, bcc + headers for tracing, gcc to build
-DEB_PKGS := liburing-dev python3-bpfcc linux-headers-amd64 gcc libc6-dev wrk nginx-light curl
+# Debian packages: liburing for the binding, bcc + headers for tracing, gcc to build,
+# fio as a real io_uring workload the tracer is checked against
+DEB_PKGS := liburing-dev python3-bpfcc linux-headers-amd64 gcc libc6-dev wrk nginx-light curl fio
 # the kernel matrix boots other kernels under QEMU with a busybox initramfs (its own
 # tests boot one too, so `make test` installs these as well)
 MATRIX_PKGS := qemu-system-x86 busybox-static

@@ -14,12 +14,13 @@ import time
 MARK = "SAKURA-MATRIX-RESULT "
 # The tests that talk to the kernel: chains (links, SQPOLL, timeouts, bad input,
 # concurrency, the os.* oracle, the kernel's per-op link rules and timeout results, the
-# native layer's index checks), probing and engines, kernel handlers, the tracer.
+# native layer's index checks), probing and engines, kernel handlers, the tracer (and
+# the tracer against a liburing program and fio).
 KERNEL_TESTS = ("test_links.py", "test_sqpoll.py", "test_steps.py", "test_bad_input.py",
                 "test_concurrency.py", "test_oracle.py", "test_short_reads.py",
                 "test_timeouts.py", "test_handles.py", "test_probe.py", "test_engines.py",
                 "test_unavailable.py", "test_kernel_handlers.py", "test_kernel_http.py",
-                "test_trace.py")
+                "test_trace.py", "test_trace_programs.py")
 
 
 class Collect:
