@@ -284,7 +284,9 @@ class DispatchTracer:
             raise InheritedAfterFork("DispatchTracer", self._creator)
         if self._bpf is not None:
             # the system-call probe first: detaching makes system calls of our own
-            for tp in sorted(self._bpf.tracepoint_fds, key=lambda t: not t.startswith(b"raw_")):
+            for tp in list(self._bpf.raw_tracepoint_fds):
+                self._bpf.detach_raw_tracepoint(tp)
+            for tp in list(self._bpf.tracepoint_fds):
                 self._bpf.detach_tracepoint(tp)
 
     def close(self) -> None:
