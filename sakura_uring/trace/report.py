@@ -105,7 +105,7 @@ class Report:
                 f"{'SUBMTR':>7}{'SQPOLL':>7}{'IO-WQ':>7}{'OTHER':>7} |"
                 f"{'DONE':>8}{'ERR':>6}{'CANCEL':>7}{'SHORT':>6}{'BROKE':>6}"
                 f"{'p50us':>7}{'p99us':>7}")
-        lines = [f"{'':<43}| CQE posted by{'':<15}|", head]
+        lines = [f"{'':<44}| CQE posted by{'':<14}|", head]
         for name in sorted(self.ops, key=lambda n: -self.ops[n].counts.get("done", 0)):
             o = self.ops[name]
             c = o.counts.get
