@@ -74,7 +74,7 @@ struct proc {                 /* one traced process */
 };
 
 BPF_HASH(procs, u32, struct proc, 16384);                     /* traced tgids */
-BPF_HASH(rings, u64, u32, 1024);                              /* ctx -> owner tgid */
+BPF_TABLE("lru_hash", u64, u32, rings, 8192);                 /* ctx -> owner tgid */
 BPF_TABLE("lru_hash", u64, struct rinfo, reqs, 65536);        /* req -> what we know */
 BPF_TABLE("lru_hash", u64, struct member, member_of, 65536);  /* req -> its chain */
 BPF_TABLE("lru_hash", u64, u64, by_ud, 65536);                /* user_data ^ ctx -> req */
