@@ -22,6 +22,7 @@
 #define OPS 256
 #define ECANCELED_ 125
 #define CQE_F_MORE 2
+#define LAT_SLOTS 32          /* bpf_log2l(latency in us): 1 holds 0-1 us, s 2^(s-1)..2^s-1 */
 enum {                        /* columns of counts[opcode] */
     C_SUB_APP = 0,            /* submitted by an application thread */
     C_SUB_SQPOLL,             /* submitted by the SQPOLL thread (iou-sqp-*) */
@@ -61,10 +62,6 @@ struct chain {                /* 64-bit fields: LLVM 14 in bcc has no 32-bit ato
     u64 left;                 /* members not completed yet */
     u64 broken;
 };
-struct hkey {
-    u32 opcode;
-    u32 slot;                 /* bpf_log2l(latency in us): 1 holds 0-1 us, s holds 2^(s-1)..2^s-1 */
-};
 struct proc {                 /* one traced process */
     u64 submitted;
     u64 done;
@@ -83,7 +80,7 @@ BPF_ARRAY(ctl, u64, CTL_N);
 BPF_ARRAY(counts, u64, OPS * C_COLS);
 BPF_ARRAY(totals, u64, T_TOTALS);
 BPF_ARRAY(sysnr, u64, 512);                                   /* system calls by number */
-BPF_HISTOGRAM(lat, struct hkey, OPS * 32);
+BPF_ARRAY(lat, u64, OPS * LAT_SLOTS);                         /* [opcode][log2 slot] */
 
 static __always_inline void add(u64 *v)
 {
@@ -155,7 +152,9 @@ TRACEPOINT_PROBE(io_uring, SUBMIT_TP)
         return 0;
     add(&p->submitted);
     u64 ctx = (u64)args->ctx;
-    rings.update(&ctx, &tgid);
+    u32 *owner = rings.lookup(&ctx);
+    if (!owner || *owner != tgid)              /* a lookup costs less than an update */
+        rings.update(&ctx, &tgid);
     u32 op = args->opcode;
 #ifdef HAVE_SQ_THREAD
     int k = args->sq_thread ? K_SQPOLL : kind();
@@ -166,9 +165,6 @@ TRACEPOINT_PROBE(io_uring, SUBMIT_TP)
     u64 req = KEY_SUBMIT;
     struct rinfo ri = { .ts = bpf_ktime_get_ns(), .tid = (u32)id, .opcode = op, .path = 0 };
     reqs.update(&req, &ri);
-#ifdef HAVE_LINK
-    member_of.delete(&req);                  /* a new request: in no chain until linked */
-#endif
     u64 ud = args->user_data ^ ctx;          /* io_uring_cqe_overflow names no req */
     by_ud.update(&ud, &req);
     return 0;
@@ -213,9 +209,10 @@ TRACEPOINT_PROBE(io_uring, io_uring_link)
     /* target_req is the request linked before this one (the chain's last so far) */
     u64 req = (u64)args->req, prev = (u64)args->target_req;
     total(T_LINKED);
+    /* a member that posted its CQE is an earlier request at this address: stale */
     struct member *pm = member_of.lookup(&prev);
     u64 id;
-    if (pm) {
+    if (pm && !pm->done) {
         id = pm->chain;
     } else {                                   /* the second member: a chain begins */
         u32 k = CTL_SEQ;
@@ -280,8 +277,9 @@ static __always_inline void done(u64 req, int known, u32 owner, s64 res, u32 cfl
         if (col == C_BY_OTHER && ri->tid == (u32)bpf_get_current_pid_tgid())
             col = C_BY_SUBMITTER;
         u64 now = bpf_ktime_get_ns();
-        struct hkey hk = { .opcode = op, .slot = bpf_log2l((now - ri->ts) / 1000) };
-        lat.increment(hk);
+        u32 slot = bpf_log2l((now - ri->ts) / 1000);
+        u32 at = (op & (OPS - 1)) * LAT_SLOTS + (slot < LAT_SLOTS ? slot : LAT_SLOTS - 1);
+        add(lat.lookup(&at));
         if (more)
             ri->ts = now;                      /* its next CQE: time since this one */
         else
