@@ -17,6 +17,8 @@
  *   HAVE_<event>        for the optional events (QUEUE_ASYNC, POLL_ARM, LINK, FAIL_LINK,
  *                       CQE_OVERFLOW, CREATE), when they name requests the same way
  *   SKIP_BPF_SYSCALLS   the tracer traces its own process: its bpf() calls don't count
+ *   HAVE_ATOMIC_OR      BPF atomics that return a value (5.12): the followed processes are
+ *                       also kept in a bitmap, so an untraced task costs an array read
  * A missing field or event removes a column, never the tool.
  */
 #define OPS 256
@@ -77,6 +79,10 @@ BPF_TABLE("lru_hash", u64, struct member, member_of, 65536);  /* req -> its chai
 BPF_TABLE("lru_hash", u64, u64, by_ud, 65536);                /* user_data ^ ctx -> req */
 BPF_HASH(chains, u64, struct chain, 16384);                  /* chain id -> chain */
 BPF_ARRAY(ctl, u64, CTL_N);
+#ifdef HAVE_ATOMIC_OR
+#define PID_WORDS 65536       /* 2^22 pids (PID_MAX_LIMIT on 64-bit), a bit each */
+BPF_ARRAY(tracked, u64, PID_WORDS);
+#endif
 BPF_ARRAY(counts, u64, OPS * C_COLS);
 BPF_ARRAY(totals, u64, T_TOTALS);
 BPF_ARRAY(sysnr, u64, 512);                                   /* system calls by number */
@@ -109,6 +115,12 @@ static __always_inline struct proc *traced(u32 tgid)
         u64 *following = ctl.lookup(&k);
         if (!following || !*following)
             return 0;
+#ifdef HAVE_ATOMIC_OR
+        u32 w = tgid / 64;
+        u64 *word = tracked.lookup(&w);
+        if (!word || !(*word & (1ULL << (tgid % 64))))
+            return 0;
+#endif
     }
 #endif
     return procs.lookup(&tgid);
@@ -358,15 +370,26 @@ TRACEPOINT_PROBE(io_uring, io_uring_cqe_overflow)
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
     u32 parent = bpf_get_current_pid_tgid() >> 32, child = args->child_pid;
+    u32 w = child / 64;
     if (traced(parent)) {
         struct proc zero = {};
         procs.update(&child, &zero);
+#ifdef HAVE_ATOMIC_OR
+        u64 *word = tracked.lookup(&w);
+        if (word)
+            __sync_fetch_and_or(word, 1ULL << (child % 64));
+#endif
         u32 k = CTL_FOLLOWING;
         u64 *following = ctl.lookup(&k);
         if (following)
             *following = 1;
     } else if (procs.lookup(&child)) {
         procs.delete(&child);
+#ifdef HAVE_ATOMIC_OR
+        u64 *word = tracked.lookup(&w);
+        if (word)
+            __sync_fetch_and_and(word, ~(1ULL << (child % 64)));
+#endif
     }
     return 0;
 }

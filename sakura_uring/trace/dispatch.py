@@ -203,8 +203,11 @@ class DispatchTracer:
             macros["COUNT_SYSCALLS"] = 1
         if self.pid == os.getpid():
             macros["SKIP_BPF_SYSCALLS"] = 1
+        if children and not everything and bpf_atomic_fetch():
+            macros["HAVE_ATOMIC_OR"] = 1
         # bcc reads a TRACEPOINT_PROBE's event name before the preprocessor runs: the
         # submit event's name goes in by substitution, like bcc's tools do
+        self._macros = dict(macros)
         submit = macros.pop("SUBMIT_TP")
         pre = "".join(f"#define {k} {v}\n" for k, v in macros.items())
         text = pre + PROGRAM.read_text().replace("SUBMIT_TP", submit)
@@ -222,10 +225,20 @@ class DispatchTracer:
             procs[procs.Key(self.pid)] = procs.Leaf()
             if children:
                 for kid in descendants(self.pid):
-                    procs[procs.Key(kid)] = procs.Leaf()
-                    ctl = self._bpf[b"ctl"]
-                    ctl[ctl.Key(CTL_FOLLOWING)] = ct.c_uint64(1)
+                    self._follow(kid)
         self._base = self.zero()
+
+    def _follow(self, pid: int) -> None:
+        """Trace `pid` too, as the fork probe does for a child forked from now on."""
+        b = self._bpf
+        b[b"procs"][b[b"procs"].Key(pid)] = b[b"procs"].Leaf()
+        if "HAVE_ATOMIC_OR" in self._macros:
+            # (not atomic with the fork probe's OR: a fork into the same 64 pids within
+            # these microseconds at start could lose its bit)
+            words = b[b"tracked"]
+            k = words.Key(pid // 64)
+            words[k] = ct.c_uint64(words[k].value | 1 << (pid % 64))
+        b[b"ctl"][b[b"ctl"].Key(CTL_FOLLOWING)] = ct.c_uint64(1)
 
     def _after_fork_in_child(self) -> None:
         """In a fork() child (fork.py): the perf events and counters are the parent's."""
