@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from . import ops as _ops
 from ._native import ffi, lib
+# can_trace and bpf_atomic_fetch live below everything that loads BPF; named here too
+from .bpfenv import (TracingUnavailable, bpf_atomic_fetch, can_trace,  # noqa: F401
+                     load_bcc, tracepoint_format)
 from .errors import IoUringUnavailable
 
 FEATURES = {
@@ -97,25 +100,6 @@ class Engine:
         return self.available
 
 
-TRACEPOINT_DIRS = ("/sys/kernel/tracing/events/io_uring/io_uring_complete",
-                   "/sys/kernel/debug/tracing/events/io_uring/io_uring_complete")
-CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
-
-
-def can_trace() -> bool:
-    """Whether this process may load tracing BPF programs: CAP_SYS_ADMIN, or CAP_BPF and
-    CAP_PERFMON, in its effective set."""
-    caps = 0
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    caps = int(line.split()[1], 16)
-    except OSError:
-        pass
-    return bool(caps >> CAP_SYS_ADMIN & 1 or (caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1))
-
-
 def _kernel_engine(kp: KernelProbe) -> str:
     """"" when kernel handlers work here, else the first reason they don't."""
     if not can_trace():
@@ -138,10 +122,9 @@ def _kernel_engine(kp: KernelProbe) -> str:
                        "IORING_SETUP_NO_MMAP (Linux 6.5) and IORING_SETUP_NO_SQARRAY (Linux 6.6)")
                 return why
         return f"{what} failed: {why}"
-    if not any(os.path.isdir(d) for d in TRACEPOINT_DIRS):
+    if tracepoint_format("io_uring", "io_uring_complete") is None:
         return ("the io_uring:io_uring_complete tracepoint is not visible: mount tracefs "
                 "(mount -t tracefs tracefs /sys/kernel/tracing, or `make setup`)")
-    from .trace.bccenv import TracingUnavailable, load_bcc
     try:
         load_bcc()
     except TracingUnavailable as exc:
@@ -162,50 +145,3 @@ def engines() -> dict:
     link = direct_missing(kp)
     return {"link": Engine("link", not link, link),
             "kernel": Engine("kernel", not kernel, kernel)}
-
-
-def bpf_prog_load(prog_type: int, insns, *, license: bytes = b"GPL", log_level: int = 0,
-                  log_size: int = 0) -> tuple[int, int, str]:
-    """bpf(BPF_PROG_LOAD) with nothing but instructions: (fd or -1, errno, verifier log).
-    `insns` is bytes or (address, byte length) of instructions already relocated (bcc's).
-    Retries the EAGAIN a load gets right after a ring closed (its pending task_work)."""
-    import ctypes
-    import struct
-    if isinstance(insns, bytes):
-        keep = ctypes.create_string_buffer(insns, len(insns))
-        addr, size = ctypes.addressof(keep), len(insns)
-    else:
-        addr, size = insns
-    lic = ctypes.create_string_buffer(license)
-    log = ctypes.create_string_buffer(log_size) if log_size else None
-    # union bpf_attr for BPF_PROG_LOAD: prog_type, insn_cnt, insns, license, log_level,
-    # log_size, log_buf (the rest zero)
-    attr = ctypes.create_string_buffer(struct.pack(
-        "<IIQQIIQ", prog_type, size // 8, addr, ctypes.addressof(lic), log_level if log else 0,
-        log_size, ctypes.addressof(log) if log else 0), 128)
-    libc = ctypes.CDLL(None, use_errno=True)
-    for _ in range(5):
-        fd = libc.syscall(321, 5, attr, 128)        # SYS_bpf, BPF_PROG_LOAD
-        err = 0 if fd >= 0 else ctypes.get_errno()
-        if err != 11:
-            break
-        time.sleep(0.05)
-    return fd, err, log.value.decode(errors="replace") if log else ""
-
-
-@functools.lru_cache(maxsize=1)
-def bpf_atomic_fetch() -> bool:
-    """Whether the BPF verifier takes atomics that return the old value (BPF_FETCH,
-    cmpxchg: Linux 5.12). LLVM emits them for a __sync_fetch_and_add whose result is
-    used; a kernel without them refuses the whole program ("BPF_STX uses reserved
-    fields"). Asked of the kernel with a four-instruction socket filter."""
-    import struct
-    # r1 = 0; *(u64 *)(r10 - 8) = r1; r2 = 1;
-    # r2 = atomic_fetch_add((u64 *)(r10 - 8), r2); r0 = 0; exit
-    insns = b"".join(struct.pack("<BBhi", code, regs, off, imm) for code, regs, off, imm in (
-        (0xb7, 0x01, 0, 0), (0x7b, 0x1a, -8, 0), (0xb7, 0x02, 0, 1),
-        (0xdb, 0x2a, -8, 0x01), (0xb7, 0x00, 0, 0), (0x95, 0x00, 0, 0)))
-    fd, _, _ = bpf_prog_load(1, insns)                  # a socket filter
-    if fd >= 0:
-        os.close(fd)
-    return fd >= 0

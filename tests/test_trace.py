@@ -156,18 +156,28 @@ def test_cq_overflows_are_counted():
     assert rep.ops["nop"].counts["done"] == 64
 
 
+def fake_formats(tmp_path, monkeypatch):
+    """A copy of this kernel's io_uring tracepoint formats that the tracer reads instead
+    (its io_uring/ directory is returned, to be edited)."""
+    from sakura_uring import bpfenv
+    real = next(r for r in bpfenv.EVENT_ROOTS if (r / "io_uring").is_dir())
+    fake = tmp_path / "events" / "io_uring"
+    shutil.copytree(real / "io_uring", fake,
+                    ignore=shutil.ignore_patterns("enable", "filter", "trigger", "id"))
+    monkeypatch.setattr(bpfenv, "EVENT_ROOTS", [tmp_path / "events"])
+    return fake
+
+
 def test_a_missing_field_or_event_removes_a_column_not_the_tool(tmp_path, monkeypatch,
                                                                   data_file):
     """An older kernel's formats: io_uring_complete without `req` (< 5.19), no poll_arm
     event. Completions are then matched to submissions by user_data."""
     from sakura_uring.trace import dispatch
     really_missing = {m for m in dispatch.kernel_macros()[1] if not m.startswith("io_uring_poll_arm")}
-    fake = tmp_path / "io_uring"
-    shutil.copytree(dispatch.EVENT_DIRS[0], fake, ignore=shutil.ignore_patterns("enable", "filter", "trigger", "id"))
+    fake = fake_formats(tmp_path, monkeypatch)
     fmt = fake / "io_uring_complete" / "format"
     fmt.write_text("\n".join(ln for ln in fmt.read_text().splitlines() if " req;" not in ln))
     shutil.rmtree(fake / "io_uring_poll_arm")
-    monkeypatch.setattr(dispatch, "EVENT_DIRS", [fake])
     with su.Ring(64, sqpoll=True) as ring, Cat(ring, data_file) as cat, \
             DispatchTracer() as tr:
         cat.run(50)
@@ -186,8 +196,7 @@ def test_5_10_formats_name_requests_by_user_data(tmp_path, monkeypatch, data_fil
     poll_arm, task_add; fail_link without ctx): requests are keyed by user_data ^ ctx,
     and what can't be matched that way (links, io-wq punts) is listed as missing."""
     from sakura_uring.trace import dispatch
-    fake = tmp_path / "io_uring"
-    shutil.copytree(dispatch.EVENT_DIRS[0], fake, ignore=shutil.ignore_patterns("enable", "filter", "trigger", "id"))
+    fake = fake_formats(tmp_path, monkeypatch)
     for ev in ("io_uring_submit_req", "io_uring_submit_sqe", "io_uring_complete",
                "io_uring_poll_arm"):
         fmt = fake / ev / "format"
@@ -197,7 +206,6 @@ def test_5_10_formats_name_requests_by_user_data(tmp_path, monkeypatch, data_fil
     fmt = fake / "io_uring_queue_async_work" / "format"
     fmt.write_text("\n".join(ln for ln in fmt.read_text().splitlines()
                              if " opcode;" not in ln and " user_data;" not in ln))
-    monkeypatch.setattr(dispatch, "EVENT_DIRS", [fake])
     macros, missing = dispatch.kernel_macros()
     assert macros["KEY_SUBMIT"] == macros["KEY_POLL_ARM"] == "(args->user_data ^ (u64)args->ctx)"
     assert any(m.startswith("io_uring_queue_async_work (") for m in missing)

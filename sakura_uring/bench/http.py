@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..resources import checkout
 from ..httpd import MODELS
 
 SERVERS = ("nginx",) + tuple(MODELS)
@@ -368,7 +369,12 @@ def main(args) -> int:
     for line in targets(result):
         print(("* " if args.markdown else "") + line)
     if args.write:
-        docs = Path(__file__).resolve().parents[2] / "docs"
+        root = checkout()
+        if root is None:
+            print("--write updates a checkout's docs/: run it from a source checkout",
+                  file=sys.stderr)
+            return 2
+        docs = root / "docs"
         made = plots(result, docs)
         write_results(result, docs / "results.md", made)
         print(f"\nwrote docs/results.md and {', '.join(p.name for p in made)}", file=sys.stderr)

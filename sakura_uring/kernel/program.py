@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import ops as _ops
+from ..bpfenv import tracepoint_format
 from ..errors import SakuraError
+from ..resources import bpf_dir
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+BPF_DIR = bpf_dir()
 SDK = BPF_DIR / "sakura.h"
 DISPATCH = BPF_DIR / "dispatch.c"
-EVENTS = "/sys/kernel/tracing/events/io_uring"
 
 
 class HandlerCompileError(SakuraError):
@@ -78,10 +79,7 @@ class Layout:
 
 
 def _format(event: str) -> str | None:
-    try:
-        return Path(EVENTS, event, "format").read_text()
-    except OSError:
-        return None
+    return tracepoint_format("io_uring", event)
 
 
 def program_parts(handler: str, source_name: str, layout: Layout,
@@ -267,8 +265,8 @@ def verifier_stats(handler, *, layout: Layout | None = None) -> VerifierStats:
     kernels (Linux 7.2 walked over six times what 6.18 did through a loop whose values
     were kept in registers), so a handler should leave the budget a wide margin.
     `handler` is C source or a path; `layout` defaults to KernelRing's defaults."""
-    from ..probe import bpf_prog_load
-    from ..trace.bccenv import load_bcc
+    from ..bpfenv import bpf_prog_load
+    from ..bpfenv import load_bcc
     if isinstance(handler, os.PathLike):
         name, handler = _c_string(str(handler)), Path(handler).read_text()
     else:

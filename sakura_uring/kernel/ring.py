@@ -123,7 +123,7 @@ class KernelRing:
         eng = engines()["kernel"]
         if not eng.available:
             raise KernelHandlersUnavailable(f"kernel handlers are unavailable: {eng.reason}")
-        from ..trace.bccenv import load_bcc
+        from ..bpfenv import load_bcc
         bcc = load_bcc()
 
         self._k = ffi.NULL

@@ -19,11 +19,20 @@ import sys
 import time
 from pathlib import Path
 
+from ..resources import checkout
 from .kernels import BY_LABEL, KERNELS, Apt, FetchError, fetch
 from .report import write_doc, summary, Row
 from .vm import boot
 
-REPO = Path(__file__).resolve().parents[2]
+def _checkout() -> Path:
+    root = checkout()
+    if root is None:
+        sys.exit("the kernel matrix runs a checkout's tests in each guest: run it from a "
+                 "source checkout (`make matrix`), not an installed wheel")
+    return root
+
+
+REPO = _checkout()
 CACHE = REPO / ".cache" / "matrix"
 RESULTS = CACHE / "results.json"
 

@@ -34,7 +34,7 @@ import signal
 import sys
 import time
 
-from .bccenv import TracingUnavailable
+from ..bpfenv import TracingUnavailable, can_trace
 from .dispatch import DispatchTracer
 
 MIN_INTERVAL = 0.1          # reading the maps takes milliseconds: no point in less
@@ -165,7 +165,7 @@ class Output:
 
 def main(argv=None) -> int:
     ap, args, cmd = parse(argv)
-    from ..probe import can_trace
+
     if os.geteuid() != 0 or not can_trace():
         print("sakura-uring trace: tracing needs root with CAP_BPF and CAP_PERFMON (or "
               "CAP_SYS_ADMIN); run it as root", file=sys.stderr)

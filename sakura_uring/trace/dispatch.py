@@ -19,15 +19,12 @@ from pathlib import Path
 from .. import fork as _fork
 from .. import ops as _ops
 from ..errors import InheritedAfterFork
-from ..probe import bpf_atomic_fetch
-from .bccenv import TracingUnavailable, load_bcc
+from ..bpfenv import (TracingUnavailable, bpf_atomic_fetch, load_bcc, tracepoint_fields,
+                      tracepoint_format)
+from ..resources import bpf_file
 from .report import COLUMNS, TOTALS, OpStats, ProcStats, Report
 from .syscount import syscall_name
 
-PROGRAM = Path(__file__).resolve().parents[2] / "bpf" / "tracer.c"
-# where the tracepoint formats are read from (a test points this at an edited copy)
-EVENT_DIRS = [Path("/sys/kernel/tracing/events/io_uring"),
-              Path("/sys/kernel/debug/tracing/events/io_uring")]
 OPS = 256
 ENTER = 426                              # io_uring_enter's number
 CTL_FOLLOWING = 0                        # ctl[] in the program
@@ -55,16 +52,11 @@ def opname(opcode: int) -> str:
 
 
 def _format(event: str) -> str | None:
-    base = next((d for d in EVENT_DIRS if d.is_dir()), None)
-    try:
-        return (base / event / "format").read_text() if base else None
-    except OSError:
-        return None
+    return tracepoint_format("io_uring", event)
 
 
 def _fields(event: str) -> set:
-    """The field names of an event's format (empty when the event doesn't exist)."""
-    return set(re.findall(r"field:[^;]*?(\w+)(?:\[\w*\])?;", _format(event) or ""))
+    return tracepoint_fields("io_uring", event)
 
 
 def kernel_macros() -> tuple[dict, list[str]]:
@@ -210,7 +202,7 @@ class DispatchTracer:
         self._macros = dict(macros)
         submit = macros.pop("SUBMIT_TP")
         pre = "".join(f"#define {k} {v}\n" for k, v in macros.items())
-        text = pre + PROGRAM.read_text().replace("SUBMIT_TP", submit)
+        text = pre + bpf_file("tracer.c").read_text().replace("SUBMIT_TP", submit)
         try:
             self._bpf = bcc.BPF(text=text.encode())
         except Exception as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .bccenv import TracingUnavailable, load_bcc  # noqa: F401
+from ..bpfenv import TracingUnavailable, load_bcc  # noqa: F401
 
 _PROG = r"""
 BPF_ARRAY(counts, u64, 512);
