@@ -325,13 +325,3 @@ class DispatchTracer:
         self.stop()
         self.final = self.report()
         self.close()
-
-
-def main(argv=None) -> int:          # `python -m sakura_uring.trace.dispatch` as before
-    from .command import main as run
-    return run(argv)
-
-
-if __name__ == "__main__":
-    import sys
-    sys.exit(main())
