@@ -26,6 +26,7 @@ import os
 import socket as _socket
 import struct
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 from . import ops as _ops
 from .errors import ChainError
@@ -387,6 +388,14 @@ class Chain:
         """A request that does nothing (measures the ring itself)."""
         return self._add("nop", Step(self, self._next(), "nop", _KEY), timeout)
 
+    @overload
+    def openat(self, path, flags: int = ..., mode: int = ..., *,
+               direct: Literal[True] = ..., timeout: float | None = ...) -> Fixed: ...
+
+    @overload
+    def openat(self, path, flags: int = ..., mode: int = ..., *,
+               direct: Literal[False], timeout: float | None = ...) -> Step: ...
+
     def openat(self, path, flags: int = os.O_RDONLY, mode: int = 0o644, *,
                direct: bool = True, timeout: float | None = None) -> Step:
         """Open `path` (relative to the cwd). direct=True (default): into a slot of the
@@ -481,6 +490,14 @@ class Chain:
         return self._add("send", Step(self, self._next(), "send", _KEY), timeout, fd_kind=kind,
                          fd=fd, addr_kind=akind, addr=addr, len=length,
                          op_flags=flags | _socket.MSG_NOSIGNAL, length=length)
+
+    @overload
+    def accept(self, sock, *, direct: Literal[True] = ..., flags: int = ...,
+               timeout: float | None = ...) -> Fixed: ...
+
+    @overload
+    def accept(self, sock, *, direct: Literal[False], flags: int = ...,
+               timeout: float | None = ...) -> Step: ...
 
     def accept(self, sock, *, direct: bool = True, flags: int = 0,
                timeout: float | None = None) -> Step:

@@ -18,7 +18,6 @@ class Op:
     args: str           # argument kinds, for the docs
     yields: str         # "fixed" (fills a slot), "data" (fills a buffer), "result"
     native: str         # "liburing": prepared by a liburing 2.3 helper; "number": raw SQE
-    transfers: bool = False  # a short result counts as a failure for a link (read/write/...)
     kernel: bool = False     # a kernel handler can emit it: sk_<name>() in bpf/sakura.h
     link: bool = True        # a Chain step method exists for it
 
@@ -31,8 +30,8 @@ OPS: tuple[Op, ...] = (
     Op("openat",     18, "5.6",  "path, flags, mode",                  "fixed",  "liburing", kernel=True),
     Op("close",      19, "5.6",  "file",                               "result", "liburing", kernel=True),
     Op("statx",      21, "5.6",  "path",                               "data",   "liburing", kernel=True),
-    Op("read",       22, "5.6",  "file, length, offset",               "data",   "liburing", True, kernel=True),
-    Op("write",      23, "5.6",  "file, data, offset",                 "result", "liburing", True, kernel=True),
+    Op("read",       22, "5.6",  "file, length, offset",               "data",   "liburing", kernel=True),
+    Op("write",      23, "5.6",  "file, data, offset",                 "result", "liburing", kernel=True),
     Op("send",       26, "5.6",  "sock, data",                         "result", "liburing", kernel=True),
     Op("recv",       27, "5.6",  "sock, length",                       "data",   "liburing", kernel=True),
     Op("openat2",    28, "5.6",  "dirfd, path, open_how",              "result", "number",
@@ -66,10 +65,6 @@ KERNEL_OP_NAMES: tuple[str, ...] = (
 
 BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
 BY_OPCODE: dict[int, Op] = {op.opcode: op for op in OPS}
-
-# Opcodes the library lays itself, never as a user step.
-LINK_TIMEOUT = 15
-ASYNC_CANCEL = 14
 
 
 def release_tuple(text: str) -> tuple[int, ...]:

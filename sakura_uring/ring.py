@@ -35,7 +35,6 @@ from .result import ChainResult
 SETUP_SQPOLL = 1 << 1
 SQ_NEED_WAKEUP = 1 << 0
 SQ_CQ_OVERFLOW = 1 << 1
-FEAT_NODROP = 1 << 1
 TAGS_MAX = 256
 SLICE_NS = 50_000_000          # longest a waiter stays in the kernel before re-checking
 
@@ -48,10 +47,10 @@ _EMPTY = ()
 
 class _Inflight:
     """One chain between publish and completion."""
-    __slots__ = ("fz", "tag", "slots", "pool_bufs", "buf_addrs", "keep", "res", "cflags",
+    __slots__ = ("fz", "tag", "slots", "pool_bufs", "buf_addrs", "keep", "res",
                  "result", "error", "done", "future", "aio")
 
-    def __init__(self, fz, tag, slots, pool_bufs, buf_addrs, keep, res, cflags):
+    def __init__(self, fz, tag, slots, pool_bufs, buf_addrs, keep, res):
         self.fz = fz
         self.tag = tag
         self.slots = slots
@@ -59,7 +58,6 @@ class _Inflight:
         self.buf_addrs = buf_addrs
         self.keep = keep            # cdata the kernel may still read (timespecs, buffers)
         self.res = res
-        self.cflags = cflags
         self.result = None
         self.error = None
         self.done = False
@@ -142,7 +140,7 @@ class Ring:
         self._generation = 0                   # of register_file handles
         self._pending: dict[int, _Inflight] = {}
         self._tags = ffi.new("uint32_t[]", TAGS_MAX)
-        self._tag_arrays = [(_EMPTY, _EMPTY)] * (max_chains + 1)
+        self._tag_arrays = [_EMPTY] * (max_chains + 1)
         # scratch for sk_submit_chain (read only during the call, which holds _lock)
         self._scratch_slots = ffi.new("int32_t[]", max(slots, 1))
         self._scratch_addr = ffi.new("uint64_t[]", MAX_STEPS)
@@ -441,11 +439,10 @@ class Ring:
         st = None
         try:
             total = fz.total
-            res, cflags = self._tag_arrays[tag]
+            res = self._tag_arrays[tag]
             if len(res) < total:   # per-tag result arrays, grown on demand, reused forever
                 res = ffi.new("int32_t[]", _pow2(total))
-                cflags = ffi.new("uint32_t[]", _pow2(total))
-                self._tag_arrays[tag] = (res, cflags)
+                self._tag_arrays[tag] = res
             keep = None
             addrs = _EMPTY
             if fz.buffers:
@@ -469,7 +466,7 @@ class Ring:
             if fz.ntimeouts:   # the kernel reads these when it consumes the SQE: keep them
                 ts = ffi.new("struct __kernel_timespec[]", fz.ntimeouts)
                 keep = [ts] if keep is None else keep + [ts]
-            st = _Inflight(fz, tag, slots, pool_bufs or _EMPTY, addrs, keep, res, cflags)
+            st = _Inflight(fz, tag, slots, pool_bufs or _EMPTY, addrs, keep, res)
             st.future = future
             st.aio = aio
             # registered before the kernel sees the chain: another thread may reap it at once
@@ -479,7 +476,7 @@ class Ring:
             steps, arena, buf_len = fz.cdata
             args = (self._r, steps, fz.nsteps, fz.nslots, self._scratch_slots, len(fz.buffers),
                     self._scratch_addr, self._scratch_idx, buf_len, arena, len(fz.arena), ts,
-                    fz.ntimeouts, deadline, tag, total, res, cflags)
+                    fz.ntimeouts, deadline, tag, total, res)
         except BaseException:       # e.g. MemoryError or KeyboardInterrupt: nothing was laid
             self._unlay(tag, st, slots, pool_bufs)
             raise

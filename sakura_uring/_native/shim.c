@@ -39,7 +39,6 @@ struct sk_given {
 
 struct sk_inflight {
     int32_t  *res;      /* NULL when this tag is not in flight */
-    uint32_t *cflags;
     uint32_t  total;    /* SQEs (so CQEs) this chain posts */
     uint32_t  got;
 };
@@ -172,7 +171,6 @@ void *sk_buffer_addr(struct sk_ring *r, unsigned index)
     return (char *)r->buf_mem + (size_t)index * r->buffer_size;
 }
 
-unsigned sk_sq_space(struct sk_ring *r) { return io_uring_sq_space_left(&r->ring); }
 
 /* SQEs published but not yet consumed by the kernel; reads only kernel-visible words,
  * so the reaper may call it while a publisher is laying SQEs. */
@@ -393,7 +391,7 @@ int sk_submit_chain(struct sk_ring *r, const struct sk_step *steps, unsigned n,
                     const uint64_t *buf_addr, const int32_t *buf_index, const uint32_t *buf_len,
                     const char *arena, unsigned arena_len, struct __kernel_timespec *ts,
                     unsigned nts_given, long long deadline_ns, uint32_t tag, unsigned total,
-                    int32_t *res, uint32_t *cflags)
+                    int32_t *res)
 {
     if (tag == 0 || tag > r->max_chains || total > 0xffff) return -EINVAL;
     if (r->inflight[tag].res) return -EEXIST;
@@ -408,7 +406,7 @@ int sk_submit_chain(struct sk_ring *r, const struct sk_step *steps, unsigned n,
     if (io_uring_sq_space_left(&r->ring) < total) return -EBUSY;
 
     struct sk_inflight *rec = &r->inflight[tag];
-    for (unsigned i = 0; i < total; i++) { res[i] = SK_PENDING; cflags[i] = 0; }
+    for (unsigned i = 0; i < total; i++) res[i] = SK_PENDING;
     rec->total = total;
     rec->got = 0;
 
@@ -432,7 +430,6 @@ int sk_submit_chain(struct sk_ring *r, const struct sk_step *steps, unsigned n,
             tq->user_data = ((uint64_t)tag << 16) | pos++;
         }
     }
-    rec->cflags = cflags;
     rec->res = res;      /* visible to the reaper before the kernel can post a CQE */
     io_uring_smp_mb();
     int ret = submit_all(r);
@@ -456,7 +453,6 @@ static void process(struct sk_ring *r, uint32_t *tags, unsigned max_tags, unsign
         struct sk_inflight *rec = &r->inflight[tag];
         if (!rec->res || pos >= rec->total) continue;
         rec->res[pos] = cqes[i]->res;
-        rec->cflags[pos] = cqes[i]->flags;
         if (++rec->got == rec->total) {
             tags[(*k)++] = tag;
             rec->res = NULL;

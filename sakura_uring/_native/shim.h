@@ -47,7 +47,6 @@ void sk_ring_free(struct sk_ring *r);
 void sk_ring_info(struct sk_ring *r, struct sk_info *out);
 void sk_ring_stats(struct sk_ring *r, struct sk_stats *out);
 void *sk_buffer_addr(struct sk_ring *r, unsigned index);
-unsigned sk_sq_space(struct sk_ring *r);
 unsigned sk_sq_pending(struct sk_ring *r);
 unsigned sk_sq_flags(struct sk_ring *r);
 unsigned sk_cq_overflow(struct sk_ring *r);
@@ -61,7 +60,7 @@ int sk_submit_chain(struct sk_ring *r, const struct sk_step *steps, unsigned n,
                     const uint64_t *buf_addr, const int32_t *buf_index, const uint32_t *buf_len,
                     const char *arena, unsigned arena_len, struct __kernel_timespec *ts,
                     unsigned nts, long long deadline_ns, uint32_t tag, unsigned total,
-                    int32_t *res, uint32_t *cflags);
+                    int32_t *res);
 int sk_reap(struct sk_ring *r, long long timeout_ns, long long spin_ns,
             uint32_t *tags, unsigned max_tags);
 int sk_cancel_pending(struct sk_ring *r, uint32_t tag, unsigned total, const int32_t *res);
