@@ -56,7 +56,12 @@ class ChainError(SakuraError, ValueError):
 
 
 class UnsupportedOperation(ChainError):
-    """The chain uses an operation this kernel does not have."""
+    """The chain uses an operation (`op`, its name) or an engine (`engine`: "link") this
+    kernel does not have."""
+
+    def __init__(self, message: str, *, op: str | None = None, engine: str | None = None):
+        super().__init__(message)
+        self.op, self.engine = op, engine
 
 
 class RingClosed(SakuraError, RuntimeError):

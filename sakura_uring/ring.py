@@ -391,13 +391,13 @@ class Ring:
                              f"{self.slots - len(self._registered)} slots for chains: pass "
                              f"Ring(slots=...) larger")
         if fz.nslots and not self._kernel.linked_files:
-            raise UnsupportedOperation(direct_missing(self._kernel))
+            raise UnsupportedOperation(direct_missing(self._kernel), engine="link")
         missing = fz.opcodes - self._supported
         if missing:
             op = _ops.BY_OPCODE[min(missing)]
             raise UnsupportedOperation(
                 f"{op.name} (IORING_OP {op.opcode}) needs Linux {op.since}; this kernel "
-                f"({self._kernel.release}) does not support it")
+                f"({self._kernel.release}) does not support it", op=op.name)
         for h in fz.ring_slots:
             if h.ring is not self:
                 raise ChainError(f"{h!r} belongs to another ring")

@@ -116,7 +116,7 @@ def require_link_engine() -> None:
     library's refusal would not reach pytest): refuse the same way up front."""
     e = su.engines()["link"]
     if not e:
-        raise su.UnsupportedOperation(e.reason)
+        raise su.UnsupportedOperation(e.reason, engine="link")
 
 
 def cat_steps() -> tuple[str, ...]:

@@ -13,6 +13,8 @@ from sakura_uring.bench import exact
 
 from helpers import require_kernel_engine
 
+pytestmark = pytest.mark.needs("kernel")
+
 
 @pytest.mark.parametrize("buffers,runners,callers", [(2, 6, 1), (16, 4, 2)])
 def test_every_request_exactly_once_with_every_producer(buffers, runners, callers):

@@ -12,6 +12,8 @@ from sakura_uring.kernel import KernelRing, handler_path
 from helpers import (BAD_REQUESTS, TRAVERSALS, assert_answers_bad_request, http_get, http_raw,
                      make_docroot, open_fds)
 
+pytestmark = pytest.mark.needs("kernel")
+
 
 class Server:
     def __init__(self, root):
