@@ -19,13 +19,21 @@ NATIVE_SRC := $(filter-out %/_sakura.c,$(wildcard sakura_uring/_native/*.[ch])) 
 NATIVE_SO  := $(VENV)/.native-built
 export BCC_KERNEL_SOURCE := $(HDRS)
 
-.PHONY: demo test bench soak exact matrix matrix-ci setup debs matrix-debs venv bcc mounts clean
+.PHONY: demo test typecheck bench soak exact matrix matrix-ci setup debs matrix-debs venv bcc mounts clean
 
 demo: setup
 	$(VPY) -m sakura_uring.bench http --write
 
-test: setup matrix-debs
+test: setup matrix-debs typecheck
 	$(VPY) -m pytest -q tests
+
+# the package is typed (py.typed): mypy over it must stay clean
+typecheck: $(VENV)/.mypy
+	$(VPY) -m mypy sakura_uring
+
+$(VENV)/.mypy: $(VPY)
+	$(VPY) -m pip install -q "mypy>=1.5"
+	@touch $@
 
 bench: setup
 	$(VPY) -m sakura_uring.bench chains

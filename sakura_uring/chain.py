@@ -26,7 +26,7 @@ import os
 import socket as _socket
 import struct
 from dataclasses import dataclass, field
-from typing import Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 from . import ops as _ops
 from .errors import ChainError
@@ -110,6 +110,9 @@ class BufferStep(Step):
         self.exact = exact   # a short result is a failure, so the bytes are all there
 
 
+_H = TypeVar("_H", bound=Step)   # _add gives back the handle it was given
+
+
 class _StepInfo:
     """What the ring needs to know about a step beyond its packed SQE description."""
     __slots__ = ("op", "handle", "length", "buffer", "fills_slot", "closes_slot", "exact",
@@ -150,7 +153,7 @@ class Frozen:
     links: tuple                 # step index -> the Link it was laid with to the next
     slot_fill_pos: tuple         # local slot -> SQE position of the step that fills it
     slot_close_pos: tuple        # local slot -> SQE positions of steps that close it
-    cdata: object = field(default=None, repr=False)   # native views, made by the ring
+    cdata: Any = field(default=None, repr=False)      # native views, made by the ring
 
 
 def _check_int(name: str, value, lo: int, hi: int, exc=ChainError) -> int:
@@ -277,7 +280,8 @@ class Chain:
         if isinstance(f, Fixed):
             if f.ring is not None:
                 registered = getattr(f.ring, "_registered", {})
-                if registered.get(f.slot) is not f:
+                current = registered.get(f.slot) is f
+                if not current:
                     raise ChainError(f"{what} {f!r} is no longer registered with its ring "
                                      f"(unregister_file was called); register the file again")
                 self._ring_seen[f.slot] = f     # _add takes it if the step is added
@@ -351,10 +355,10 @@ class Chain:
         self._pins.append((raw, view))
         return ADDR_VALUE, int(ffi.cast("uintptr_t", view)), len(raw)
 
-    def _add(self, name: str, handle: Step, timeout, *, fd_kind=FD_NONE, addr_kind=ADDR_VALUE,
+    def _add(self, name: str, handle: _H, timeout, *, fd_kind=FD_NONE, addr_kind=ADDR_VALUE,
              fd=-1, len=0, op_flags=0, off=0, addr=0, addr2=0, file_index=-1, fd2=-1,
              fd2_kind=FD_NONE, addr2_kind=ADDR_VALUE, mode=0, length=0, buffer=-1,
-             buf_len=0, fills=-1, closes=-1, exact=False) -> Step:
+             buf_len=0, fills=-1, closes=-1, exact=False) -> _H:
         """Record a step whose arguments all passed their checks. The slot it fills and the
         buffer it uses are taken here, last, so a refused step takes nothing."""
         if timeout is not None:

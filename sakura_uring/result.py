@@ -63,6 +63,7 @@ class StepResult:
         self.exact = exact
         self.broke_chain = False
         self.timed_out = timed_out
+        self.error: OSError | None
         if timed_out:
             how = "" if res == _ECANCELED else \
                 f" (the interrupted call returned {describe_errno(-res)[1]})"
@@ -103,7 +104,7 @@ class ChainResult:
         self._fz = fz          # chain.Frozen: where each step's result sits in `vals`
         self._vals = vals      # raw CQE results, in SQE order (timeouts included)
         self._datas = datas    # step index -> bytes
-        self._steps = None
+        self._steps: list[StepResult] | None = None
 
     @property
     def steps(self) -> list[StepResult]:
@@ -176,18 +177,20 @@ class ChainResult:
         if self.ok:
             return self
         s = self.failed_step
-        if s.timed_out:
-            raise StepTimedOut(errno.ETIME, s.error.strerror, s)
+        assert s is not None            # not ok: some step failed
+        if s.timed_out and s.error is not None:
+            raise StepTimedOut(errno.ETIME, str(s.error.strerror), s)
         if s.error is None:
             then = (", so the steps after it were cancelled (a short transfer breaks a "
                     "linked chain)" if s.broke_chain else "")
             raise StepFailed(errno.EIO if s.op == "write" else errno.ECANCELED,
                              f"step {s.index} ({s.op}) moved {s.res} bytes, fewer than the "
                              f"{self._fz.steps[s.index].length} it must{then}", s)
-        raise StepFailed(s.error.errno, s.error.strerror, s)
+        raise StepFailed(s.error.errno or errno.EIO, str(s.error.strerror), s)
 
     def __repr__(self) -> str:
         if self.ok:
             return f"<ChainResult {len(self)} steps, ok>"
         f = self.failed_step
+        assert f is not None
         return f"<ChainResult {len(self)} steps, failed at step {f.index} ({f.op})>"

@@ -19,6 +19,7 @@ import os
 import resource
 import threading
 import time
+from typing import Any
 from collections import deque
 from concurrent.futures import Future
 
@@ -102,7 +103,7 @@ class Ring:
         if sq_cpu is not None:
             if not sqpoll:
                 raise ValueError("sq_cpu pins the SQPOLL thread: it needs sqpoll=True")
-            _int("sq_cpu", sq_cpu, 0, os.cpu_count() - 1)
+            _int("sq_cpu", sq_cpu, 0, (os.cpu_count() or 1) - 1)
         spin_us = (20 if sqpoll else 0) if spin_us is None else _int("spin_us", spin_us, 0, 10**6)
 
         max_chains = _pow2(cq)
@@ -435,8 +436,8 @@ class Ring:
         slot and buffer taken goes back."""
         tag = self._free_tags.pop()
         slots = [self._free_slots.pop() for _ in range(fz.nslots)] if fz.nslots else _EMPTY
-        pool_bufs = []
-        st = None
+        pool_bufs: list[int] = []
+        st: _Inflight | None = None
         try:
             total = fz.total
             res = self._tag_arrays[tag]
@@ -444,7 +445,7 @@ class Ring:
                 res = ffi.new("int32_t[]", _pow2(total))
                 self._tag_arrays[tag] = res
             keep = None
-            addrs = _EMPTY
+            addrs: Any = _EMPTY      # a list when the chain has buffers (no list otherwise)
             if fz.buffers:
                 addrs = []
                 idx = self._scratch_idx
@@ -498,9 +499,10 @@ class Ring:
 
     def _unlay(self, tag: int, st, slots, pool_bufs) -> None:
         """Give back what _lay took for a chain the kernel never got."""
-        if st is not None and self._pending.get(tag) is st:
+        current = self._pending.get(tag)
+        if current is not None and current is st:
             del self._pending[tag]
-            if st.future is not None:
+            if current.future is not None:
                 self._futures_pending -= 1
         self._free_tags.append(tag)
         self._free_slots.extend(reversed(slots))
@@ -712,9 +714,12 @@ class Ring:
         """The eventfd says CQEs were posted. Its count is consumed first, then the CQ is
         drained completely (sk_reap(0) returns only with the CQ empty or its tag array
         full): a CQE posted after that signals the eventfd again, so none is left behind."""
+        efd = self._efd
+        if efd is None:                 # closed meanwhile
+            return
         try:
-            os.eventfd_read(self._efd)
-        except (BlockingIOError, TypeError, OSError):
+            os.eventfd_read(efd)
+        except OSError:                 # BlockingIOError: already consumed
             pass
         if self._closing or not self._reap_lock.acquire(False):
             return   # whoever holds it delivers, and signals the eventfd when it lets go

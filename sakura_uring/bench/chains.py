@@ -105,13 +105,13 @@ def main(args) -> int:
               f"{'a bcc raw_syscalls tracepoint program' if counter else 'nothing: ' + why}",
               file=sys.stderr)
     rings = {"inline": Ring(256), "sqpoll": Ring(256, sqpoll=True, sq_cpu=1 if two_cores else None)}
-    times = {m[0]: [] for m in MODELS}
-    calls = {m[0]: [] for m in MODELS}
-    enters = {m[0]: [] for m in MODELS}
+    times: dict[str, list] = {m[0]: [] for m in MODELS}
+    calls: dict[str, list] = {m[0]: [] for m in MODELS}
+    enters: dict[str, list] = {m[0]: [] for m in MODELS}
     try:
         for rnd in range(rounds):
             for name, fn, kind in MODELS:
-                ring = rings.get(kind)
+                ring = rings.get(kind) if kind else None
                 fn(ring, path, min(n, 500))                 # warm up
                 if counter:
                     counter.reset()
@@ -127,8 +127,8 @@ def main(args) -> int:
                     print(f"  round {rnd + 1}/{rounds} {name:<44} {el / n * 1e6:7.2f} us/chain",
                           file=sys.stderr)
     finally:
-        for r in rings.values():
-            r.close()
+        for each in rings.values():
+            each.close()
         if counter:
             counter.close()
         os.unlink(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from typing import Any
 
 from ..kernel import KernelRing, handler_path
 
@@ -21,7 +22,7 @@ def run(n: int, *, entries: int = 4096, buffers: int = 256, cq_entries: int | No
     kr = KernelRing(handler_path("steps"), entries=entries, buffers=buffers,
                     cq_entries=cq_entries)
     lock = threading.Lock()
-    state = {"next": 0, "wrong": 0, "returned": 0, "errors": []}
+    state: dict[str, Any] = {"next": 0, "wrong": 0, "returned": 0, "errors": []}
     end = None if seconds is None else time.monotonic() + seconds
 
     def take(count: int) -> list[int]:

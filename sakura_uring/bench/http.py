@@ -165,7 +165,10 @@ def wrk(port: int, path: str, conns: int, mode: str, seconds: float) -> dict:
     if not m:
         raise RuntimeError(f"wrk failed: {done.stderr.strip() or out.strip()}")
     rps = float(m.group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
+    count = re.search(r"(\d+) requests in", out)
+    if count is None:
+        raise RuntimeError(f"wrk printed no request count: {out.strip()[-300:]}")
+    total = int(count.group(1))
     errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     lat = {m.group(1): _us(m.group(2), m.group(3))
@@ -244,7 +247,8 @@ def target_rounds(servers, log, rounds: int, seconds: int = 2) -> dict:
     with every server up at once and the servers taking turns, round after round: one
     server's luck with the noisy machine does not decide a target. Median req/s."""
     tmp, root = docroot("sakura-rounds-", {"1k.bin": 1024})
-    started, got = {}, {name: [] for name in servers}
+    started: dict = {}
+    got: dict[str, list] = {name: [] for name in servers}
     log(f"targets: {'/'.join(servers)} at 1 KiB keep-alive 64 connections, {rounds} rounds of "
         f"{seconds} s, servers taking turns")
     try:

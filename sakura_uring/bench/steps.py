@@ -14,6 +14,8 @@ NOP steps: the cost of a step with no Python at all.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import os
 import statistics
@@ -67,11 +69,11 @@ def _runner(engine: str, kind: str, length: int, ring: Ring, kr: KernelRing, fd:
                 run(chain).raise_for_error()
     else:
         kind_arg = 0 if kind == "nop" else 1
-        run = kr.run
+        krun = kr.run
 
         def go(n):
             for _ in range(n):
-                r = run(length, kind_arg, fd)
+                r = krun(length, kind_arg, fd)
                 if r.result != length:
                     r.raise_for_error()
                     raise RuntimeError(f"steps handler ran {r.result} of {length} steps")
@@ -110,8 +112,8 @@ def main(args) -> int:
                 buffer_size=4096)
     kr = KernelRing(handler_path("steps"), sq_cpu=sq_cpu, sq_idle_ms=IDLE_MS)
     cells = [(k, L, e) for k in KINDS for L in LENGTHS for e in ENGINES]
-    times = {c: [] for c in cells}
-    calls = {c: [] for c in cells}
+    times: dict[tuple, list] = {c: [] for c in cells}
+    calls: dict[tuple, list] = {c: [] for c in cells}
     long_ns = []
     try:
         for rnd in range(rounds):
@@ -147,7 +149,7 @@ def main(args) -> int:
         os.rmdir(tmp)
 
     med = {c: statistics.median(v) for c, v in times.items()}
-    sc = {c: (statistics.median(v) if v else None) for c, v in calls.items()}
+    sc: dict[tuple, Any] = {c: (statistics.median(v) if v else None) for c, v in calls.items()}
     rows = [dict(kind=k, steps=L, engine=e, us_per_chain=round(med[(k, L, e)], 2),
                  ns_per_step=round(med[(k, L, e)] * 1000 / L),
                  syscalls_per_chain=None if sc[(k, L, e)] is None else round(sc[(k, L, e)], 3))

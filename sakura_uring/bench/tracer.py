@@ -47,7 +47,7 @@ def main(args) -> int:
         "chains, SQPOLL": (lambda k: [sq.run(chain) for _ in range(k)], 3),
         "kernel handler, 8 NOPs": (lambda k: kr.map([(8, 0, 0)] * k), 9),
     }
-    times = {(w, t): [] for w in work for t in (False, True)}
+    times: dict[tuple, list] = {(w, t): [] for w in work for t in (False, True)}
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
     log(f"tracer overhead: n={n} per workload, {rounds} rounds, kernel {os.uname().release}")
     try:
@@ -118,7 +118,7 @@ def fio_cost(tmp_dir: str, rounds: int, log, seconds: int) -> list[dict]:
     data = os.path.join(tmp_dir, "sakura-trace-fio.data")
     with open(data, "wb") as f:
         f.write(os.urandom(64 << 20))
-    iops = {(j, t): [] for j in FIO_JOBS for t in (False, True)}
+    iops: dict[tuple, list] = {(j, t): [] for j in FIO_JOBS for t in (False, True)}
     try:
         for rnd in range(rounds):
             for job, extra in FIO_JOBS.items():
@@ -142,12 +142,12 @@ def fio_cost(tmp_dir: str, rounds: int, log, seconds: int) -> list[dict]:
             log(f"  fio round {rnd + 1}/{rounds} done")
     finally:
         os.unlink(data)
-    out = []
+    rows = []
     for job in FIO_JOBS:
         off, on = statistics.median(iops[(job, False)]), statistics.median(iops[(job, True)])
-        out.append(dict(job=f"randread 4 KiB, {job}", iops_untraced=round(off),
-                        iops_traced=round(on), ratio=round(on / off, 3)))
-    return out
+        rows.append(dict(job=f"randread 4 KiB, {job}", iops_untraced=round(off),
+                         iops_traced=round(on), ratio=round(on / off, 3)))
+    return rows
 
 
 _GETPPID = ("import os, time\nn = {n}\nf = os.getppid\nt = time.perf_counter_ns()\n"
@@ -164,7 +164,7 @@ def syscall_cost(rounds: int, log, n: int) -> list[dict]:
         "follows another's children": lambda: DispatchTracer(parent.pid),
         "runs with --no-syscalls": lambda: DispatchTracer(lone.pid, syscalls=False),
     }
-    ns = {c: [] for c in cases}
+    ns: dict[str, list] = {c: [] for c in cases}
     code = _GETPPID.format(n=n)
     try:
         time.sleep(0.2)                                   # the sh has forked its sleep

@@ -8,15 +8,16 @@ import errno
 import os
 import socket
 import threading
+from typing import Any
 
-from .. import Chain, Ring
+from .. import Chain, ChainResult, Ring
 from . import privileges
 from .connection import CHUNK, serve_connection
 from .conns import RESOURCE_ERRNOS
 from .serving import BACKOFF_S, Context
 
 
-async def ring_call(ring: Ring, build) -> object:
+async def ring_call(ring: Ring, build) -> tuple[ChainResult, Any]:
     """One chain built by build(chain) -> handle; returns (ChainResult, handle)."""
     c = Chain()
     h = build(c)
@@ -32,7 +33,7 @@ class RingIO:
 
     async def recv(self) -> bytes:
         res, h = await ring_call(self.ring, lambda c: c.recv(self.fd, CHUNK))
-        return res.data(h) if res[h].res > 0 else b""
+        return (res.data(h) or b"") if res[h].res > 0 else b""
 
     async def send(self, data: bytes) -> None:
         """All of data, resending after short sends."""

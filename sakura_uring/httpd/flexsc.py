@@ -16,7 +16,7 @@ class FlexscIO(RingIO):
                 res, h = await ring_call(self.ring, lambda c: c.read(opened.fd, n, off))
                 if res[h].res <= 0:
                     raise Truncated(f"the file ended at {off} of {opened.size} bytes")
-                data = res.data(h)
+                data = res.data(h) or b""
                 await self.send(out + data)      # the header goes with the first chunk
                 out = b""
                 off += len(data)

@@ -60,10 +60,10 @@ class LinkIO(RingIO):
                 if sent != len(head):
                     await self._rest(sent, head)
                     if bstep is not None:            # cancelled with the header: send it now
-                        await self.send(res.data(data))
+                        await self.send(res.data(data) or b"")
                     bstep = nxt = None
             if bstep is not None and res[bstep].res != n:
-                await self._rest(res[bstep].res, res.data(data))
+                await self._rest(res[bstep].res, res.data(data) or b"")
                 nxt = None
             head = b""
             off += n

@@ -19,6 +19,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any, Literal, overload
 
 from .._native import ffi, lib
 from ..chain import _check_int
@@ -33,6 +34,11 @@ STAT_NAMES = ("events", "pushed", "push_full", "push_contended", "stale", "stall
 MAX_ARGS = 6
 N_VARS = 21                 # struct sk_req v[] (bpf/sakura.h, kring.h)
 FREE = 0                       # struct sk_req state (sakura.h SK_REQ_*)
+
+
+class _SlotFuture(Future):
+    """A request's Future, knowing its request slot."""
+    slot: int
 
 
 class KernelHandlersUnavailable(SakuraError):
@@ -65,8 +71,9 @@ class HandlerResult:
         return OSError(-self.result, f"kernel handler: {os.strerror(-self.result)}")
 
     def raise_for_error(self) -> "HandlerResult":
-        if self.result < 0:
-            raise self.error
+        err = self.error
+        if err is not None:
+            raise err
         return self
 
 
@@ -114,7 +121,7 @@ class KernelRing:
         cq_entries = _pow2("cq_entries", cq_entries, entries, 1 << 20)
         sq_idle_ms = _check_int("sq_idle_ms", sq_idle_ms, 0, 60_000, ValueError)
         if sq_cpu is not None:
-            sq_cpu = _check_int("sq_cpu", sq_cpu, 0, os.cpu_count() - 1, ValueError)
+            sq_cpu = _check_int("sq_cpu", sq_cpu, 0, (os.cpu_count() or 1) - 1, ValueError)
         self._spin_ns = _check_int("spin_us", spin_us, 0, 1_000_000, ValueError) * 1000
         self.name = name or "<handler>"
         self.layout = program.Layout(entries, cq_entries, requests, buffer_size)
@@ -127,7 +134,7 @@ class KernelRing:
         bcc = load_bcc()
 
         self._k = ffi.NULL
-        self._bpf = None
+        self._bpf: Any = None
         self._closed = False
         # bit 63 marks internal requests; the random token keeps other rings' boot
         # requests (this process's or another's) from being taken for ours
@@ -220,7 +227,7 @@ class KernelRing:
                 if self._closed:
                     raise RingClosed("the KernelRing was closed before this request finished")
                 if end is not None and time.monotonic() >= end:
-                    fut = Future()          # from now on the drainer reports it
+                    fut: Future = Future()  # from now on the drainer reports it
                     fut.set_running_or_notify_cancel()
                     with self._cv:
                         self._futures[slot] = fut
@@ -271,7 +278,7 @@ class KernelRing:
         results: list = [None] * len(checked)
         lock = threading.Lock()
         all_done = threading.Event()
-        state = {"next": 0, "left": len(checked), "error": None, "starved": 0}
+        state: dict[str, Any] = {"next": 0, "left": len(checked), "error": None, "starved": 0}
         if not checked:
             return []
 
@@ -379,6 +386,12 @@ class KernelRing:
             raise self._closed_error()
         return [a & 0xFFFF_FFFF_FFFF_FFFF for a in args], view
 
+    @overload
+    def _take_slot(self, timeout: float | None, block: Literal[True] = ...) -> int: ...
+
+    @overload
+    def _take_slot(self, timeout: float | None, block: bool) -> int | None: ...
+
     def _take_slot(self, timeout: float | None, block: bool = True) -> int | None:
         end = None if timeout is None else time.monotonic() + timeout
         with self._cv:
@@ -396,10 +409,18 @@ class KernelRing:
                 raise self._closed_error()
             return self._free.pop()
 
+    @overload
+    def _start(self, slot: int, cargs: list, view: memoryview,
+               future: Literal[True] = ...) -> Future: ...
+
+    @overload
+    def _start(self, slot: int, cargs: list, view: memoryview,
+               future: Literal[False]) -> None: ...
+
     def _start(self, slot: int, cargs: list, view: memoryview, future: bool = True) -> Future | None:
         fut = None
         if future:
-            fut = Future()
+            fut = _SlotFuture()
             fut.slot = slot
             fut.set_running_or_notify_cancel()
             with self._cv:

@@ -6,6 +6,8 @@ kernel-facing tests, and print one result line the host parses from the console.
 Also usable on the host itself (the matrix's "host" row)."""
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import os
 import sys
@@ -45,7 +47,7 @@ class Collect:
 def facts() -> dict:
     """Release, io_uring ops and features, engines with their reasons."""
     import sakura_uring as su
-    out = {"release": os.uname().release, "python": sys.version.split()[0]}
+    out: dict[str, Any] = {"release": os.uname().release, "python": sys.version.split()[0]}
     try:
         kp = su.probe()
         out.update(ops=sorted(op for op, ok in kp.ops.items() if ok),

@@ -58,7 +58,7 @@ def _run(cmd, **kw) -> str:
 
 def mirrors() -> dict:
     """suffix ('' or '-security') -> the Debian mirror this machine's apt already uses."""
-    found = {}
+    found: dict = {}
     for f in glob.glob("/etc/apt/sources.list.d/*.sources") + ["/etc/apt/sources.list"]:
         try:
             text = open(f).read()
@@ -229,13 +229,13 @@ def _merge_headers(root: Path, release: str, out: Path) -> None:
                 else:
                     os.makedirs(out / rel / d, exist_ok=True)
             for f in files:
-                full = Path(dirpath) / f
+                entry = Path(dirpath) / f
                 target = out / rel / f
                 if target.exists() or target.is_symlink():
                     continue
-                real = full.resolve()
+                real = entry.resolve()
                 if not real.exists():   # an absolute link into /usr/src: re-root it
-                    link = os.readlink(full)
+                    link = os.readlink(entry)
                     real = (root / link.lstrip("/")) if link.startswith("/") else real
                 if real.exists():
                     target.symlink_to(real)

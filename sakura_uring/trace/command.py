@@ -48,14 +48,15 @@ class Held:
     through a close-on-exec pipe (as subprocess does)."""
 
     def __init__(self, cmd: list[str]):
-        go_r, self._go = os.pipe()
+        go_r, go_w = os.pipe()
+        self._go: int | None = go_w
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         self.pid = os.fork()
         if self.pid == 0:                   # child: nothing of the tracer's Python runs
             try:
                 for s in ENDING:
                     signal.signal(s, signal.SIG_DFL)
-                os.close(self._go)
+                os.close(go_w)
                 os.close(err_r)
                 if os.read(go_r, 1) == b"x":
                     os.execvp(cmd[0], cmd)
@@ -66,10 +67,11 @@ class Held:
         os.close(go_r)
         os.close(err_w)
         self._err = err_r
-        self.status = None
+        self.status: int | None = None
 
     def release(self) -> int:
         """Let it exec; returns 0, or the errno that made exec fail."""
+        assert self._go is not None, "released twice"
         os.write(self._go, b"x")
         os.close(self._go)
         self._go = None
@@ -100,7 +102,9 @@ class Held:
                 os.kill(self.pid, signal.SIGKILL)
                 _, st = os.waitpid(self.pid, 0)
                 self.status = os.waitstatus_to_exitcode(st)
-        return self.status if self.status >= 0 else 128 - self.status
+        status = self.status
+        assert status is not None
+        return status if status >= 0 else 128 - status
 
 
 def _positive(what: str):
@@ -174,7 +178,7 @@ def main(argv=None) -> int:
         print(f"sakura-uring trace: {cmd[0]}: command not found", file=sys.stderr)
         return 127
     # a signal from here on ends the command too; the summary still prints
-    got = {"sig": None}
+    got: dict[str, int | None] = {"sig": None}
 
     def on_signal(sig, _frame):
         got["sig"] = sig
@@ -237,7 +241,7 @@ def _trace(args, cmd, proc, tracer, got, out) -> int:
     status = 0
     if proc is not None:
         # the command ends before the last read, so everything it did is in the summary
-        sig = {signal.SIGINT: signal.SIGINT}.get(got["sig"], signal.SIGTERM)
+        sig = signal.SIGINT if got["sig"] == signal.SIGINT else signal.SIGTERM
         status = proc.end(sig)
     tracer.stop()
     rep = tracer.report(since=whole)

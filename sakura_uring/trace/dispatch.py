@@ -15,6 +15,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from .. import fork as _fork
 from .. import ops as _ops
@@ -63,7 +64,8 @@ def kernel_macros() -> tuple[dict, list[str]]:
     """The program's macros for this kernel's tracepoints, and what they leave out.
     Requests are named by address (`req`) where the submit event has it (>= 5.19), else
     by user_data ^ ctx, and every event must name them the same way to be used."""
-    macros, missing = {}, []
+    macros: dict[str, object] = {}
+    missing: list[str] = []
     submit = "io_uring_submit_req" if _format("io_uring_submit_req") else "io_uring_submit_sqe"
     sub = _fields(submit)
     complete = _fields("io_uring_complete")
@@ -122,7 +124,10 @@ def process_of(pid: int) -> int:
         status = Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         raise ValueError(f"no process or thread {pid}") from None
-    return int(re.search(r"^Tgid:\s*(\d+)", status, re.M).group(1))
+    m = re.search(r"^Tgid:\s*(\d+)", status, re.M)
+    if m is None:
+        raise ValueError(f"/proc/{pid}/status names no Tgid")
+    return int(m.group(1))
 
 
 def descendants(pid: int) -> list[int]:
@@ -172,7 +177,7 @@ class DispatchTracer:
 
     def __init__(self, pid: int | None = None, *, children: bool = True,
                  everything: bool = False, syscalls: bool = True):
-        self._bpf = None
+        self._bpf: Any = None
         self.final: Report | None = None
         if everything and pid is not None:
             raise ValueError("give a pid or everything=True, not both")

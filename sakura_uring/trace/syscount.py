@@ -68,7 +68,7 @@ class SyscallCounter:
             raise TracingUnavailable(f"bcc could not load the syscall counter: {exc}") from exc
         self._counts = self._bpf[b"counts"]
         self._base = self._snapshot()
-        self._end = None
+        self._end: dict[int, int] | None = None
 
     def _snapshot(self) -> dict[int, int]:
         return {k.value: v.value for k, v in self._counts.items() if v.value}
@@ -79,9 +79,10 @@ class SyscallCounter:
 
     def stop(self) -> dict[int, int]:
         now = self._snapshot()
-        self._end = {nr: n - self._base.get(nr, 0) for nr, n in now.items()
-                     if n - self._base.get(nr, 0)}
-        return self._end
+        end = {nr: n - self._base.get(nr, 0) for nr, n in now.items()
+               if n - self._base.get(nr, 0)}
+        self._end = end
+        return end
 
     @property
     def counts(self) -> dict[int, int]:
