@@ -23,6 +23,7 @@
 
 #include <uapi/linux/errno.h>
 #include <uapi/linux/fcntl.h>
+#include "abi.h"              /* layouts and numbers shared with kring.c and Python */
 
 /* Handlers name their steps READ, WRITE, ...: Linux 7.x defines READ 0 and WRITE 1 in
  * linux/types.h, which every BPF program includes (before, only linux/kernel.h had them),
@@ -56,44 +57,20 @@ struct sk_page { u32 w[1024]; };
  * the group of glen SQEs reserved at r is written; the tail moves over whole groups only,
  * so a linked chain becomes visible to the kernel in one step. */
 struct sk_ctl {
-    u64 reserve;              /* next SQ reservation (64-bit: LLVM 14 has no 32-bit atomics) */
-    u64 ctx;                  /* this ring's struct io_ring_ctx *, learned from the boot CQE */
-    u64 bufs_uaddr;           /* user address of sk_bufs[0] */
-    u64 tgid;
-    u64 _pad[12];             /* seq[] starts on its own cache line, at 128 */
+    SK_CTL_HEAD_FIELDS        /* abi.h: reserve, ctx, bufs_uaddr, tgid, padding */
     u64 seq[SK_ENTRIES];
 };
-/* Counters, per CPU: an event never waits for another CPU's cache line to count itself. */
-#define SK_STATS 12
-BPF_PERCPU_ARRAY(sk_stats, u64, SK_STATS);
-enum {
-    SK_STAT_EVENTS = 0,       /* completions dispatched to on_complete */
-    SK_STAT_PUSHED,           /* SQEs pushed by handlers */
-    SK_STAT_FULL,             /* pushes refused: ring full */
-    SK_STAT_CONTENDED,        /* pushes refused: reservation lost too often */
-    SK_STAT_STALE,            /* completions of an earlier use of a request slot */
-    SK_STAT_STALLED,          /* requests a handler left with nothing in flight */
-    SK_STAT_FINISHED,         /* requests finished */
-    SK_STAT_AFTER_FINISH,     /* completions that arrived after sk_finish */
-    SK_STAT_FOREIGN,          /* completions of other rings seen by this program */
-};
+_Static_assert(__builtin_offsetof(struct sk_ctl, seq) == SK_CTL_SEQ_OFF, "sk_ctl.seq moved");
+_Static_assert(sizeof(struct sk_req) == 256, "struct sk_req is 256 bytes");
 
-/* Per-request state, 256 bytes; the application fills gen/args/in_len before the start
+/* Counters, per CPU: an event never waits for another CPU's cache line to count itself
+ * (indices: enum sk_stat in abi.h). */
+BPF_PERCPU_ARRAY(sk_stats, u64, SK_STATS);
+
+/* Per-request state (struct sk_req in abi.h), 256 bytes; the application fills gen/args/in_len before the start
  * event, the handler owns v[] and fills result/out_* through sk_finish(). The first cache
  * line (read by the drainer at every completion) changes only when the request starts and
  * finishes; inflight, written at every step, lives on the next one. */
-struct sk_req {
-    u64 gen;                  /* generation of this slot's current request */
-    s64 result;
-    u32 state;                /* SK_REQ_* */
-    u32 in_len;               /* bytes of input at the start of the data buffer */
-    u32 out_off;
-    u32 out_len;
-    u64 arg[6];               /* the integers given to KernelRing.call() */
-    u64 inflight;             /* SQEs pushed and not yet completed, + events running */
-    u64 v[21];                /* the handler's own variables */
-};
-enum { SK_REQ_FREE = 0, SK_REQ_RUNNING = 1, SK_REQ_DONE = 2, SK_REQ_REPORTED = 3 };
 
 struct sk_buf { u8 b[SK_BUF_SIZE]; };
 
@@ -111,9 +88,8 @@ static __always_inline void sk__count(u32 which)
 }
 
 /* user_data: bits 0-15 request slot, 16-31 step, 32-62 generation, 63 internal */
-#define SK_UD(req, step, gen) ((u64)(req) | ((u64)((step) & 0xffff) << 16) | \
-                               ((u64)((gen) & 0x7fffffff) << 32))
-#define SK_UD_INTERNAL (1ULL << 63)
+#define SK_UD(req, step, gen) ((u64)(req) | ((u64)((step) & SK_UD_STEP_MASK) << SK_UD_STEP_SHIFT) | \
+                               ((u64)((gen) & SK_UD_GEN_MASK) << SK_UD_GEN_SHIFT))
 
 /* ---- the event handed to on_complete ---------------------------------------------- */
 
@@ -140,8 +116,6 @@ struct sk_event {
 #define SK_ASYNC 0x10
 
 #define SK_START 0            /* the step of the event that starts a request */
-/* the result of a request its handler left with nothing in flight and unfinished */
-#define SK_ERR_STALLED (-0x1000)
 
 /* ---- pushing SQEs ------------------------------------------------------------------ */
 
@@ -171,7 +145,7 @@ static __always_inline int sk__reserve(struct sk_ctl *c, u32 n, u64 *out)
         u64 r = c->reserve;
         u32 head = *(volatile u32 *)&pg->w[0];      /* sq.head, written by the kernel */
         if ((u32)r + n - head > SK_ENTRIES) {
-            sk__count(SK_STAT_FULL);
+            sk__count(SK_STAT_PUSH_FULL);
             return -EBUSY;
         }
         if (__sync_val_compare_and_swap(&c->reserve, r, r + n) == r) {
@@ -179,7 +153,7 @@ static __always_inline int sk__reserve(struct sk_ctl *c, u32 n, u64 *out)
             return 0;
         }
     }
-    sk__count(SK_STAT_CONTENDED);
+    sk__count(SK_STAT_PUSH_CONTENDED);
     return -EAGAIN;
 }
 

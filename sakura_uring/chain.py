@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
 from . import ops as _ops
+from ._native import ffi
 from .errors import ChainError
 
 MAX_RW = 0x7FFFF000          # the kernel's MAX_RW_COUNT: one read/write moves at most this
@@ -44,9 +45,24 @@ MAX_TIMEOUT_NS = 2**62
 MAX_TIMEOUT = MAX_TIMEOUT_NS / 1e9
 _KEY = object()              # only the library makes handles
 
-# struct sk_step, see _native/shim.h (64 bytes)
-STEP_STRUCT = struct.Struct("<BBBBiIIQQQiiBBBBIQ")
-assert STEP_STRUCT.size == 64
+# struct sk_step (_native/shim.h) as Python packs it
+def _struct_of(ctype: str) -> struct.Struct:
+    """The struct module's format of a C struct, made from the compiler's layout as cffi
+    reports it (shim.h is its one definition): every field where the compiler put it."""
+    codes = {"uint8_t": "B", "int32_t": "i", "uint32_t": "I", "uint64_t": "Q", "int64_t": "q"}
+    fmt, at = "<", 0
+    for name, f in ffi.typeof(ctype).fields:
+        if f.offset != at or f.type.cname not in codes:
+            raise ImportError(f"{ctype}.{name} ({f.type.cname} at {f.offset}) can't be packed "
+                              f"after {at} bytes: give shim.h explicit padding fields")
+        fmt += codes[f.type.cname]
+        at += ffi.sizeof(f.type)
+    if at != ffi.sizeof(ctype):
+        raise ImportError(f"{ctype} has {ffi.sizeof(ctype) - at} bytes of tail padding")
+    return struct.Struct(fmt)
+
+
+STEP_STRUCT = _struct_of("struct sk_step")
 _pack = STEP_STRUCT.pack
 _OFF_LINK, _OFF_TIMEOUT_KIND, _OFF_TIMEOUT_NS = 1, 50, 56
 _OPS = _ops.BY_NAME
@@ -350,7 +366,6 @@ class Chain:
             raise ChainError(f"data is {len(raw)} bytes; one request moves at most {MAX_RW}")
         if len(raw) <= ARENA_INLINE:
             return ADDR_ARENA, self._put(raw), len(raw)
-        from ._native import ffi   # large data: pin it instead of copying it again
         view = ffi.from_buffer(raw)
         self._pins.append((raw, view))
         return ADDR_VALUE, int(ffi.cast("uintptr_t", view)), len(raw)

@@ -106,7 +106,8 @@ def test_fio_is_counted_exactly(tmp_path, mode):
 
 def test_fio_already_running_is_traced_by_pid_with_its_jobs(tmp_path):
     """-p on fio's parent after its jobs were forked: the jobs are found in /proc."""
-    proc = subprocess.Popen(fio(tmp_path, "--time_based", "--runtime=30"))
+    # runs until killed: under emulation compiling the tracer alone can take 30 s
+    proc = subprocess.Popen(fio(tmp_path, "--time_based", "--runtime=600"))
     try:
         deadline = time.monotonic() + 30
         kids = []

@@ -11,15 +11,21 @@
 #include <linux/bpf.h>
 #include <linux/futex.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-#define SKK_UD_INTERNAL (1ULL << 63)
-#define SKK_UD_STOP     (SKK_UD_INTERNAL | 2)
-#define SKK_CTL_SEQ_OFF 128          /* offsetof(struct sk_ctl, seq) in bpf/sakura.h */
+#include <liburing.h>
+#include "clock.h"
+#include "kring.h"
+
+/* setup flags newer than liburing 2.3's headers */
+#define SKK_SETUP_NO_MMAP (1U << 14)
+#define SKK_SETUP_NO_SQARRAY (1U << 16)
+
 
 struct sk_kring {
     struct sk_kring_params p;
@@ -28,7 +34,7 @@ struct sk_kring {
     size_t sqes_len, rings_len, ctl_len, reqs_len, bufs_len;
     uint32_t *sq_head, *sq_tail, *sq_flags, *cq_head, *cq_tail, *cq_mask;
     struct io_uring_cqe *cqes;
-    uint64_t *reserve, *seq;
+    __u64 *reserve, *seq;             /* in the control block (abi.h) */
     struct sk_ctl_head *ctl;
     uint64_t outstanding;             /* requests started and not yet collected */
     uint64_t async_outstanding;       /* of them, those the drainer reports */
@@ -39,12 +45,6 @@ struct sk_kring {
     struct sk_kring_stats stats;
 };
 
-static long long skk_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
-}
 
 static int skk_enter(int fd, unsigned submit, unsigned min, unsigned flags, long long wait_ns)
 {
@@ -118,7 +118,7 @@ struct sk_kring *sk_kr_new(const struct sk_kring_params *p, int *err, int *stage
     }
     k->sqes_len = skk_pages((size_t)p->entries * 64);
     k->rings_len = (size_t)p->ring_pages * 4096;
-    k->ctl_len = skk_pages(SKK_CTL_SEQ_OFF + 8 * (size_t)p->entries);
+    k->ctl_len = skk_pages(SK_CTL_SEQ_OFF + 8 * (size_t)p->entries);
     k->reqs_len = skk_pages((size_t)p->reqs * sizeof(struct sk_req));
     k->bufs_len = skk_pages((size_t)p->reqs * p->buf_size);
     *err = 0;
@@ -133,7 +133,7 @@ struct sk_kring *sk_kr_new(const struct sk_kring_params *p, int *err, int *stage
     }
     k->ctl = (struct sk_ctl_head *)k->ctl_mem;
     k->reserve = &k->ctl->reserve;
-    k->seq = (uint64_t *)(k->ctl_mem + SKK_CTL_SEQ_OFF);
+    k->seq = (__u64 *)(k->ctl_mem + SK_CTL_SEQ_OFF);
     k->ctl->bufs_uaddr = (uint64_t)(uintptr_t)k->bufs;
     k->ctl->tgid = (uint64_t)getpid();
 
@@ -203,7 +203,7 @@ static void skk_wake_if_asleep(struct sk_kring *k)
 {
     if (!(__atomic_load_n(k->sq_flags, __ATOMIC_ACQUIRE) & IORING_SQ_NEED_WAKEUP))
         return;
-    long long now = skk_now(), last = __atomic_load_n(&k->last_wake, __ATOMIC_RELAXED);
+    long long now = sk_now_ns(), last = __atomic_load_n(&k->last_wake, __ATOMIC_RELAXED);
     if (now - last < SKK_WAKE_GAP_NS ||
         !__atomic_compare_exchange_n(&k->last_wake, &last, now, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         return;
@@ -241,9 +241,9 @@ int sk_kr_boot(struct sk_kring *k, uint64_t boot_ud, long long timeout_ns)
     int rc = skk_push(k, IORING_OP_NOP, boot_ud);
     if (rc)
         return rc;
-    long long end = skk_now() + timeout_ns;
+    long long end = sk_now_ns() + timeout_ns;
     while (!__atomic_load_n(&k->ctl->ctx, __ATOMIC_ACQUIRE)) {
-        if (skk_now() > end)
+        if (sk_now_ns() > end)
             return -ETIMEDOUT;
         skk_wake_if_asleep(k);
         skk_enter(k->fd, 0, 1, IORING_ENTER_GETEVENTS, 1000000);
@@ -257,7 +257,7 @@ long long sk_kr_start(struct sk_kring *k, unsigned req, const uint64_t *args, un
                       const uint8_t *data, unsigned len, int sync)
 {
     struct sk_req *r = sk_kr_req(k, req);
-    uint64_t gen = (r->gen + 1) & 0x7fffffff;
+    uint64_t gen = (r->gen + 1) & SK_UD_GEN_MASK;
     if (!gen)
         gen = 1;
     memset(r, 0, sizeof(*r));
@@ -269,7 +269,7 @@ long long sk_kr_start(struct sk_kring *k, unsigned req, const uint64_t *args, un
     r->inflight = 1;                  /* the start NOP */
     r->gen = gen;
     __atomic_store_n(&k->sync[req], sync ? 1 : 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&r->state, SK_REQ_RUNNING_, __ATOMIC_RELEASE);
+    __atomic_store_n(&r->state, SK_REQ_RUNNING, __ATOMIC_RELEASE);
     __atomic_fetch_add(&k->outstanding, 1, __ATOMIC_RELAXED);
     if (!sync)
         __atomic_fetch_add(&k->async_outstanding, 1, __ATOMIC_RELAXED);
@@ -294,15 +294,15 @@ long long sk_kr_start(struct sk_kring *k, unsigned req, const uint64_t *args, un
 static int skk_finished(struct sk_req *r, uint32_t *st)
 {
     *st = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
-    return *st == SK_REQ_DONE_ && __atomic_load_n(&r->inflight, __ATOMIC_ACQUIRE) == 0;
+    return *st == SK_REQ_DONE && __atomic_load_n(&r->inflight, __ATOMIC_ACQUIRE) == 0;
 }
 
 /* Take a finished request to report it: the drainer and a timed-out run() may both try;
  * the CAS on the state word lets exactly one of them have it. */
 static int skk_claim(struct sk_req *r)
 {
-    uint32_t done = SK_REQ_DONE_;
-    return __atomic_compare_exchange_n(&r->state, &done, SK_REQ_REPORTED_, 0,
+    uint32_t done = SK_REQ_DONE;
+    return __atomic_compare_exchange_n(&r->state, &done, SK_REQ_REPORTED, 0,
                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
@@ -317,11 +317,11 @@ static void skk_watchdog(struct sk_kring *k)
 int sk_kr_wait(struct sk_kring *k, unsigned req, long long spin_ns, long long timeout_ns)
 {
     struct sk_req *r = sk_kr_req(k, req);
-    long long now = skk_now(), spin_end = now + spin_ns, end = now + timeout_ns;
+    long long now = sk_now_ns(), spin_end = now + spin_ns, end = now + timeout_ns;
     long long next_watch = now + 1000000LL;
     uint32_t st;
     while (!skk_finished(r, &st)) {
-        now = skk_now();
+        now = sk_now_ns();
         if (now >= end)
             return -ETIMEDOUT;
         if (now >= next_watch) {
@@ -369,7 +369,7 @@ int sk_kr_abandon(struct sk_kring *k, unsigned req)
 /* Ask the drainer to return (close()). */
 int sk_kr_stop(struct sk_kring *k)
 {
-    return skk_push(k, IORING_OP_NOP, SKK_UD_STOP);
+    return skk_push(k, IORING_OP_NOP, SK_UD_STOP);
 }
 
 /* Consume CQEs; write the slots of requests that finished into out[] (each exactly once).
@@ -381,7 +381,7 @@ int sk_kr_stop(struct sk_kring *k)
 int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_ns,
                 long long spin_ns)
 {
-    long long spin_end = -1, start = skk_now();
+    long long spin_end = -1, start = sk_now_ns();
     for (;;) {
         unsigned n = 0;
         uint32_t head = *k->cq_head, mask = *k->cq_mask;
@@ -392,15 +392,15 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
             uint64_t ud = cqe->user_data;
             head++;
             k->stats.cqes++;
-            if (ud & SKK_UD_INTERNAL) {
-                k->stopped |= ud == SKK_UD_STOP;   /* sticky: this batch may report first */
+            if (ud & SK_UD_INTERNAL) {
+                k->stopped |= ud == SK_UD_STOP;   /* sticky: this batch may report first */
                 continue;
             }
-            uint32_t req = ud & 0xffff;
+            uint32_t req = ud & SK_UD_REQ_MASK;
             if (req >= k->p.reqs)
                 continue;
             struct sk_req *r = sk_kr_req(k, req);
-            if ((r->gen & 0x7fffffff) != ((ud >> 32) & 0x7fffffff))
+            if ((r->gen & SK_UD_GEN_MASK) != ((ud >> SK_UD_GEN_SHIFT) & SK_UD_GEN_MASK))
                 continue;
             uint32_t st;
             if (!skk_finished(r, &st))
@@ -434,7 +434,7 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
             k->stats.overflow_flushes++;
             continue;
         }
-        long long now = skk_now();
+        long long now = sk_now_ns();
         /* Requests the drainer reports, or none: spin, then sleep until the next CQE. Only
          * run() callers' requests (they see the end in shared memory): sleep until half the
          * CQ has filled or 1 ms passed, so that their CQEs neither wake this thread nor take

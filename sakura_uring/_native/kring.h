@@ -1,28 +1,13 @@
 /* kring.h — declarations of kring.c (the kernel-handler ring), seen by cffi and the C.
- * struct sk_req and the head of struct sk_ctl mirror bpf/sakura.h. */
+ * struct sk_req, struct sk_ctl_head and the numbers they share with the BPF side are in
+ * bpf/abi.h (the build feeds it to cffi first). */
+#include <linux/types.h>
+#include <stdint.h>
+#include "abi.h"
 struct sk_kring_params {
     unsigned entries, cq_entries, reqs, buf_size, ring_pages, sq_idle_ms;
     int sq_cpu;
     int fd_sqes, fd_rings, fd_ctl, fd_reqs, fd_bufs;   /* the bcc maps */
-};
-
-struct sk_req {
-    uint64_t gen;
-    int64_t  result;
-    uint32_t state;
-    uint32_t in_len;
-    uint32_t out_off;
-    uint32_t out_len;
-    uint64_t arg[6];
-    uint64_t inflight;
-    uint64_t v[21];
-};
-
-struct sk_ctl_head {
-    uint64_t reserve;
-    uint64_t ctx;
-    uint64_t bufs_uaddr;
-    uint64_t tgid;
 };
 
 struct sk_kring_stats {

@@ -17,6 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "shim.h"
+
 #define SK_PENDING   INT32_MIN   /* result slot not yet filled by a CQE */
 #define SK_UD_IGNORE 0ULL        /* internal request whose CQE is dropped */
 #define SK_UD_WAKE   1ULL        /* internal NOP that makes a blocked reaper return */
@@ -54,12 +57,6 @@ struct sk_ring {
     struct sk_stats stats;
 };
 
-static long long now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
-}
 
 static void ns_to_ts(struct __kernel_timespec *ts, long long ns)
 {
@@ -474,7 +471,7 @@ int sk_reap(struct sk_ring *r, long long timeout_ns, long long spin_ns,
 {
     unsigned k = 0;
     int woken = 0;
-    long long start = (timeout_ns != 0 || spin_ns > 0) ? now_ns() : 0;
+    long long start = (timeout_ns != 0 || spin_ns > 0) ? sk_now_ns() : 0;
     long long deadline = timeout_ns > 0 ? start + timeout_ns : LLONG_MAX;
 
     for (;;) {
@@ -495,15 +492,15 @@ int sk_reap(struct sk_ring *r, long long timeout_ns, long long spin_ns,
             io_uring_enter(r->ring.ring_fd, 0, 0, IORING_ENTER_SQ_WAKEUP, NULL);
             r->stats.wakeups++;
         }
-        if (spin_ns > 0 && now_ns() < start + spin_ns) {
+        if (spin_ns > 0 && sk_now_ns() < start + spin_ns) {
             /* busy-poll: a chain's CQEs arrive one by one, keep going until one
              * whole chain is done or the spin budget is spent */
             long long until = start + spin_ns;
-            while (!io_uring_cq_ready(&r->ring) && now_ns() < until)
+            while (!io_uring_cq_ready(&r->ring) && sk_now_ns() < until)
                 __builtin_ia32_pause();
             continue;
         }
-        long long now = now_ns();
+        long long now = sk_now_ns();
         if (now >= deadline) return 0;
         long long slice = deadline - now;
         if (slice > SK_SLICE_NS) slice = SK_SLICE_NS;

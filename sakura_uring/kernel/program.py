@@ -178,7 +178,7 @@ def _compile(bcc, text: str, debug: int = 0):
     class Program(bcc.BPF):
         def _trace_autoload(self):
             pass
-    return Program(text=text.encode(), debug=debug, cflags=[f"-I{BPF_DIR / 'handlers'}"])
+    return Program(text=text.encode(), debug=debug, cflags=[f"-I{BPF_DIR}", f"-I{BPF_DIR / 'handlers'}"])
 
 
 def _attach(prog) -> None:

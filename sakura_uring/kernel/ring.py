@@ -28,12 +28,14 @@ from ..errors import InheritedAfterFork, RingClosed, RingFull, SakuraError
 from . import program
 
 ESHUTDOWN = errno.ESHUTDOWN
-SK_STALLED = -0x1000          # sakura.h SK_ERR_STALLED
-STAT_NAMES = ("events", "pushed", "push_full", "push_contended", "stale", "stalled",
-              "finished", "after_finish", "foreign")
-MAX_ARGS = 6
-N_VARS = 21                 # struct sk_req v[] (bpf/sakura.h, kring.h)
-FREE = 0                       # struct sk_req state (sakura.h SK_REQ_*)
+# from bpf/abi.h, through the compiler (the cffi build reads it)
+SK_STALLED = lib.SK_ERR_STALLED
+MAX_ARGS = lib.SK_ARGS
+N_VARS = lib.SK_VARS
+FREE = lib.SK_REQ_FREE
+# the stat counters in index order, named after enum sk_stat (SK_STAT_PUSH_FULL: push_full)
+STAT_NAMES = tuple(name[len("SK_STAT_"):].lower() for _, name in sorted(
+    (getattr(lib, n), n) for n in dir(lib) if n.startswith("SK_STAT_") and n != "SK_STAT_COUNT"))
 
 
 class _SlotFuture(Future):
@@ -138,7 +140,7 @@ class KernelRing:
         self._closed = False
         # bit 63 marks internal requests; the random token keeps other rings' boot
         # requests (this process's or another's) from being taken for ours
-        boot_ud = (1 << 63) | (secrets.randbits(48) << 8) | 1
+        boot_ud = lib.SK_UD_INTERNAL | (secrets.randbits(48) << 8) | 1
         self._bpf = program.load(bcc, handler, self.name, self.layout, boot_ud)
         try:
             self._setup(boot_ud, sq_idle_ms, sq_cpu)
