@@ -189,11 +189,14 @@ class Ring:
             raise st.error
         return st.result
 
-    def run_many(self, chains, *, window: int | None = None,
-                 timeout: float | None = None) -> list[ChainResult]:
+    def map(self, chains, *, window: int | None = None,
+            timeout: float | None = None) -> list[ChainResult]:
         """Run many chains with up to `window` of them in flight at once (default: a
-        quarter of the SQ); returns their results in the order given."""
+        quarter of the SQ); returns their results in the order given (KernelRing.map is
+        the same for requests)."""
         return list(self.imap(chains, window=window, timeout=timeout))
+
+    run_many = map          # the first name, kept
 
     def imap(self, chains, *, window: int | None = None, timeout: float | None = None):
         """Like run_many, but yields each result (in order) as soon as it is ready and

@@ -164,7 +164,7 @@ def test_100k_requests_each_completes_exactly_once(nops):
 def test_python_threads_and_bpf_push_at_once():
     """4 threads start requests while each request's handler fans out 3 chains of 4 NOPs
     from the SQPOLL thread: both sides reserve and publish SQ slots concurrently."""
-    with KernelRing(th("fan"), entries=1024, buffers=64) as kr:
+    with KernelRing(th("fan"), entries=1024, requests=64) as kr:
         errors, results = [], []
 
         def worker(k):
@@ -323,7 +323,7 @@ def test_bad_requests_are_refused_before_the_kernel(nops, args, data, exc):
 
 
 @pytest.mark.parametrize("kw", [dict(entries=100), dict(entries=16), dict(buffer_size=5000),
-                                dict(buffers=0), dict(buffers=70000), dict(cq_entries=64),
+                                dict(requests=0), dict(requests=70000), dict(cq_entries=64),
                                 dict(sq_cpu=999)])
 def test_bad_ring_parameters_fail_before_compiling(kw):
     before = open_fds()
@@ -397,7 +397,7 @@ def test_pushes_from_io_wq_workers_wake_a_sleeping_sqpoll_thread(tmp_path):
 
 def test_run_timeout_hands_the_request_to_the_drainer():
     a, b = socket.socketpair()
-    with KernelRing(th("recv_wait"), buffers=4) as kr:
+    with KernelRing(th("recv_wait"), requests=4) as kr:
         with pytest.raises(TimeoutError):
             kr.run(a.fileno(), timeout=0.2)       # nothing to receive yet
         assert kr.stats()["in_flight"] == 1
@@ -417,3 +417,21 @@ def test_run_timeout_hands_the_request_to_the_drainer():
             y.close()
     a.close()
     b.close()
+
+
+def test_both_engines_speak_one_vocabulary(tmp_path):
+    """run / submit / map / run_async on Ring and KernelRing alike; the first names stay."""
+    assert su.Ring.run_many is su.Ring.map
+    assert KernelRing.submit is KernelRing.call and KernelRing.run_async is KernelRing.call_async
+    with pytest.warns(DeprecationWarning, match="requests="):
+        kr = KernelRing(th("nops"), buffers=4)
+    with kr:
+        assert kr.layout.reqs == 4
+        assert kr.submit(3, 7).result(30).result == 7
+        assert [r.result for r in kr.map([(2, i) for i in range(10)], timeout=30)] == list(range(10))
+        assert asyncio.run(kr.run_async(1, 5, timeout=30)).result == 5
+    with su.Ring(16) as ring:
+        c = su.Chain()
+        c.nop()
+        assert [r.ok for r in ring.map([c, c, c])] == [True] * 3
+

@@ -19,7 +19,7 @@ def run(n: int, *, entries: int = 4096, buffers: int = 256, cq_entries: int | No
         runners: int = 4, callers: int = 2, seconds: float | None = None,
         progress: bool = False) -> dict:
     """Run up to n requests (or until `seconds` pass); returns the counts."""
-    kr = KernelRing(handler_path("steps"), entries=entries, buffers=buffers,
+    kr = KernelRing(handler_path("steps"), entries=entries, requests=buffers,
                     cq_entries=cq_entries)
     lock = threading.Lock()
     state: dict[str, Any] = {"next": 0, "wrong": 0, "returned": 0, "errors": []}

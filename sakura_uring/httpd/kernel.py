@@ -23,7 +23,7 @@ V_SINCE = 17                     # v[17] since (ns, CLOCK_MONOTONIC), v[18] the 
 def serve(listener: socket.socket, ctx, stop: threading.Event,
           ready: threading.Event) -> None:
     slots = ctx.limits.max_connections       # one request slot per open connection
-    kr = KernelRing(handler_path("http"), entries=4096, buffers=min(slots, 65535),
+    kr = KernelRing(handler_path("http"), entries=4096, requests=min(slots, 65535),
                     buffer_size=65536)
     try:
         persona = privileges.register_personality(kr.fd, ctx.user)

@@ -17,6 +17,7 @@ import os
 import secrets
 import threading
 import time
+import warnings
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal, overload
@@ -105,10 +106,10 @@ class KernelRing:
     spin_us      how long the drainer polls the CQ before it sleeps in the kernel
     """
 
-    def __init__(self, handler, *, entries: int = 256, buffers: int = 64,
+    def __init__(self, handler, *, entries: int = 256, requests: int = 64,
                  buffer_size: int = 65536, cq_entries: int | None = None,
                  sq_idle_ms: int = 100, sq_cpu: int | None = None, spin_us: int = 50,
-                 name: str | None = None):
+                 name: str | None = None, buffers: int | None = None):
         if isinstance(handler, os.PathLike):
             name = name or str(handler)
             with open(handler) as f:
@@ -116,7 +117,11 @@ class KernelRing:
         elif not isinstance(handler, str):
             raise TypeError(f"handler must be C source (str) or a path, not {type(handler).__name__}")
         entries = _pow2("entries", entries, 64, 32768)
-        requests = _check_int("buffers", buffers, 1, 65535, ValueError)
+        if buffers is not None:    # the first name of `requests` (a slot is more than a buffer)
+            warnings.warn("KernelRing(buffers=) is now KernelRing(requests=)",
+                          DeprecationWarning, stacklevel=2)
+            requests = buffers
+        requests = _check_int("requests", requests, 1, 65535, ValueError)
         buffer_size = _pow2("buffer_size", buffer_size, 4096, 4 << 20)
         if cq_entries is None:
             cq_entries = program.Layout.default_cq(entries, requests)
@@ -211,6 +216,8 @@ class KernelRing:
         cargs, view = self._check_request(args, data)
         slot = self._take_slot(timeout)
         return self._start(slot, cargs, view)
+
+    submit = call           # Ring's word for it
 
     def run(self, *args: int, data: bytes = b"", timeout: float | None = None) -> HandlerResult:
         """call() and wait for the result. The caller sees the request end in shared
@@ -369,6 +376,8 @@ class KernelRing:
         fut = self._start(slot, cargs, view)
         return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
 
+    run_async = call_async  # Ring's word for it
+
     def _check_request(self, args, data) -> tuple[list, memoryview]:
         if len(args) > MAX_ARGS:
             raise ValueError(f"a request takes at most {MAX_ARGS} integer arguments, got {len(args)}")
@@ -405,7 +414,7 @@ class KernelRing:
                 left = None if end is None else end - time.monotonic()
                 if left is not None and left <= 0:
                     raise RingFull(f"all {self.layout.reqs} request slots stayed busy for "
-                                   f"{timeout} s (KernelRing(buffers=...) sets how many)")
+                                   f"{timeout} s (KernelRing(requests=...) sets how many)")
                 self._cv.wait(left)
             if self._closed:
                 raise self._closed_error()
