@@ -90,8 +90,8 @@ class Ring:
         _int("entries", entries, 1, 32768)
         _int("sq_idle_ms", sq_idle_ms, 0, 2**31 - 1)
         _check_bool("sqpoll", sqpoll)
-        cq = 2 * _pow2(entries) if cq_entries is None else _int("cq_entries", cq_entries, 1, 65536)
-        if cq < _pow2(entries):
+        cq = 2 * _next_pow2(entries) if cq_entries is None else _int("cq_entries", cq_entries, 1, 65536)
+        if cq < _next_pow2(entries):
             raise ValueError(f"cq_entries ({cq}) must be at least entries ({entries})")
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         slots = min(entries, nofile) if slots is None else _int("slots", slots, 0, 1 << 20)
@@ -106,7 +106,7 @@ class Ring:
             _int("sq_cpu", sq_cpu, 0, (os.cpu_count() or 1) - 1)
         spin_us = (20 if sqpoll else 0) if spin_us is None else _int("spin_us", spin_us, 0, 10**6)
 
-        max_chains = _pow2(cq)
+        max_chains = _next_pow2(cq)
         err = ffi.new("int *")
         r = lib.sk_ring_new(entries, cq if cq_entries is not None else 0,
                             SETUP_SQPOLL if sqpoll else 0, sq_idle_ms, slots, buffers,
@@ -389,7 +389,7 @@ class Ring:
         if fz.total > self.sq_entries:
             raise ChainError(f"the chain needs {fz.total} SQ entries ({fz.nsteps} steps, "
                              f"{fz.ntimeouts} linked timeouts) but the ring has "
-                             f"{self.sq_entries}: use Ring(entries={_pow2(fz.total)}) or more")
+                             f"{self.sq_entries}: use Ring(entries={_next_pow2(fz.total)}) or more")
         if fz.nslots > self.slots - len(self._registered):
             raise ChainError(f"the chain opens {fz.nslots} files at once but the ring has "
                              f"{self.slots - len(self._registered)} slots for chains: pass "
@@ -445,7 +445,7 @@ class Ring:
             total = fz.total
             res = self._tag_arrays[tag]
             if len(res) < total:   # per-tag result arrays, grown on demand, reused forever
-                res = ffi.new("int32_t[]", _pow2(total))
+                res = ffi.new("int32_t[]", _next_pow2(total))
                 self._tag_arrays[tag] = res
             keep = None
             addrs: Any = _EMPTY      # a list when the chain has buffers (no list otherwise)
@@ -762,7 +762,7 @@ def _native_views(fz: Frozen) -> tuple:
             ffi.new("uint32_t[]", list(fz.buffers) or [0]))
 
 
-def _pow2(n: int) -> int:
+def _next_pow2(n: int) -> int:
     p = 1
     while p < n:
         p <<= 1

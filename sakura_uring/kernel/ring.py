@@ -80,7 +80,7 @@ class HandlerResult:
         return self
 
 
-def _pow2(name: str, value, lo: int, hi: int) -> int:
+def _check_pow2(name: str, value, lo: int, hi: int) -> int:
     v = _check_int(name, value, lo, hi, ValueError)
     if v & (v - 1):
         raise ValueError(f"{name} must be a power of two, got {v}")
@@ -116,16 +116,16 @@ class KernelRing:
                 handler = f.read()
         elif not isinstance(handler, str):
             raise TypeError(f"handler must be C source (str) or a path, not {type(handler).__name__}")
-        entries = _pow2("entries", entries, 64, 32768)
+        entries = _check_pow2("entries", entries, 64, 32768)
         if buffers is not None:    # the first name of `requests` (a slot is more than a buffer)
             warnings.warn("KernelRing(buffers=) is now KernelRing(requests=)",
                           DeprecationWarning, stacklevel=2)
             requests = buffers
         requests = _check_int("requests", requests, 1, 65535, ValueError)
-        buffer_size = _pow2("buffer_size", buffer_size, 4096, 4 << 20)
+        buffer_size = _check_pow2("buffer_size", buffer_size, 4096, 4 << 20)
         if cq_entries is None:
             cq_entries = program.Layout.default_cq(entries, requests)
-        cq_entries = _pow2("cq_entries", cq_entries, entries, 1 << 20)
+        cq_entries = _check_pow2("cq_entries", cq_entries, entries, 1 << 20)
         sq_idle_ms = _check_int("sq_idle_ms", sq_idle_ms, 0, 60_000, ValueError)
         if sq_cpu is not None:
             sq_cpu = _check_int("sq_cpu", sq_cpu, 0, (os.cpu_count() or 1) - 1, ValueError)
