@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from . import fork as _fork
 from . import ops as _ops
 from ._native import ffi, lib
+from .aio import LoopBridge, RingOps
 from .chain import (_KEY, MAX_FD, MAX_STEPS, STATX_SIZE, Chain, Fixed, Frozen, _check_bool,
                     _check_int, _check_timeout, _timeout_ns)
 from .errors import (ChainError, InheritedAfterFork, IoUringUnavailable, RingClosed, RingFull,
@@ -152,9 +153,10 @@ class Ring:
         self._followers = 0
         self._futures_pending = 0
         self._completer: threading.Thread | None = None
-        self._efd: int | None = None
-        self._loops: dict = {}
-        self._room_waiters: list = []          # (loop, Future) of run_async callers told RingFull
+        self._aio = LoopBridge(RingOps(
+            register_eventfd=self._register_eventfd, drain=self._drain_eventfd,
+            publish=lambda chain, timeout, aio: self._publish(chain, timeout, block=False, aio=aio),
+            cancel=self._cancel, progress=self._make_progress, inflight=lambda: self.inflight))
         self._closing = False
         self._closed = False
         self._creator = os.getpid()
@@ -233,8 +235,7 @@ class Ring:
 
     async def run_async(self, chain: Chain, *, timeout: float | None = None) -> ChainResult:
         """asyncio: await the ChainResult; the loop is woken by an eventfd, never polls."""
-        from .aio import run_async
-        return await run_async(self, chain, timeout=timeout)
+        return await self._aio.run(chain, timeout)
 
     def register_file(self, file) -> Fixed:
         """Put an fd (or an object with fileno()) into a slot that lives until
@@ -331,15 +332,12 @@ class Ring:
             for st in list(self._pending.values()):
                 self._pending.pop(st.tag, None)
                 self._deliver(st, None, RingClosed("the ring was closed before the chain finished"))
-            for loop in list(self._loops):
-                self._detach_loop(loop)
+            self._aio.detach_all()
             with self._lock:
                 self._closed = True
                 lib.sk_ring_free(self._r)
                 self._r = _NULL
-            if self._efd is not None:
-                os.close(self._efd)
-                self._efd = None
+            self._aio.close()
         finally:
             if got:
                 self._reap_lock.release()
@@ -363,7 +361,7 @@ class Ring:
         self._cv = threading.Condition(threading.Lock())
         self._followers = 0
         self._completer = None
-        self._loops = {}
+        self._aio.forget_loops()
 
     def _forget(self) -> None:
         """Unmap the child's view of an inherited ring and close its copies of the fds;
@@ -372,9 +370,7 @@ class Ring:
             if self._r != _NULL:
                 lib.sk_ring_free(self._r)     # munmap + close(ring fd): the parent's ring lives on
                 self._r = _NULL
-            if self._efd is not None:
-                os.close(self._efd)
-                self._efd = None
+            self._aio.close()
             self._pending.clear()
             self._closed = True
 
@@ -566,8 +562,7 @@ class Ring:
         if st.pool_bufs:
             self._free_bufs.extend(st.pool_bufs)
         self._free_tags.append(tag)
-        if self._room_waiters:
-            self._wake_room_waiters()
+        self._aio.room_freed()
         self._deliver(st, ChainResult(fz, vals, datas), None)
 
     def _deliver(self, st: _Inflight, result, error) -> None:
@@ -581,14 +576,7 @@ class Ring:
             else:
                 st.future.set_result(result)
         if st.aio is not None:
-            loop, fut = st.aio
-            try:
-                if _in_loop(loop):
-                    _set_aio(fut, result, error)     # no self-pipe write: we are its thread
-                else:
-                    loop.call_soon_threadsafe(_set_aio, fut, result, error)
-            except RuntimeError:
-                pass   # the loop is closed: nobody is waiting any more
+            LoopBridge.deliver(st.aio, result, error)
         if self._followers:
             with self._cv:
                 self._cv.notify_all()
@@ -596,11 +584,8 @@ class Ring:
     def _release_reaper(self) -> None:
         self._reap_lock.release()
         # a CQE that landed after our last look must not go unnoticed by others
-        if self._efd is not None and self._loops and not self._closed:
-            try:
-                os.eventfd_write(self._efd, 1)
-            except OSError:
-                pass
+        if not self._closed:
+            self._aio.signal()
         if self._followers:
             with self._cv:
                 self._cv.notify_all()
@@ -658,72 +643,17 @@ class Ring:
                 finally:
                     self._release_reaper()
 
-    # -- asyncio ----------------------------------------------------------------------
-    def _attach_loop(self, loop) -> None:
-        if loop in self._loops:
-            return
+    # -- asyncio (aio.LoopBridge asks these of the ring) -------------------------------
+    def _register_eventfd(self, efd: int) -> None:
         with self._lock:
             self._check_open()
-            if self._efd is None:
-                efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-                ret = lib.sk_register_eventfd(self._r, efd)
-                if ret < 0:
-                    os.close(efd)
-                    raise OSError(-ret, f"registering an eventfd: {os.strerror(-ret)}")
-                self._efd = efd
-        loop.add_reader(self._efd, self._on_eventfd)
-        self._loops[loop] = True
+            ret = lib.sk_register_eventfd(self._r, efd)
+        if ret < 0:
+            raise OSError(-ret, f"registering an eventfd: {os.strerror(-ret)}")
 
-    def _wait_room(self, loop):
-        """A Future of `loop` that is set once a chain completes (and gives back a tag, its
-        slots and buffers). Registered *before* the publish that may be refused, so a
-        completion in between can't be missed."""
-        fut = loop.create_future()
-        self._room_waiters.append((loop, fut))
-        return fut
-
-    def _wake_room_waiters(self) -> None:
-        waiters, self._room_waiters = self._room_waiters, []
-        for loop, fut in waiters:
-            try:
-                if _in_loop(loop):
-                    _set_aio(fut, None, None)
-                else:
-                    loop.call_soon_threadsafe(_set_aio, fut, None, None)
-            except RuntimeError:
-                pass   # the loop is closed
-
-    def _loop_here(self):
-        """The attached asyncio loop running in this thread, found without
-        asyncio.get_running_loop() (which costs a getpid() system call), or None."""
-        for loop in self._loops:
-            if getattr(loop, "_thread_id", None) == threading.get_ident():
-                return loop
-        return None
-
-    def _detach_loop(self, loop) -> None:
-        self._loops.pop(loop, None)
-        try:
-            if loop.is_closed():
-                return
-            if _in_loop(loop):
-                loop.remove_reader(self._efd)
-            else:
-                loop.call_soon_threadsafe(loop.remove_reader, self._efd)
-        except RuntimeError:
-            pass
-
-    def _on_eventfd(self) -> None:
-        """The eventfd says CQEs were posted. Its count is consumed first, then the CQ is
-        drained completely (sk_reap(0) returns only with the CQ empty or its tag array
-        full): a CQE posted after that signals the eventfd again, so none is left behind."""
-        efd = self._efd
-        if efd is None:                 # closed meanwhile
-            return
-        try:
-            os.eventfd_read(efd)
-        except OSError:                 # BlockingIOError: already consumed
-            pass
+    def _drain_eventfd(self) -> None:
+        """From a loop's eventfd reader: deliver every completion posted so far (sk_reap(0)
+        returns only with the CQ empty or its tag array full)."""
         if self._closing or not self._reap_lock.acquire(False):
             return   # whoever holds it delivers, and signals the eventfd when it lets go
         try:
@@ -734,26 +664,6 @@ class Ring:
             if self._followers:
                 with self._cv:
                     self._cv.notify_all()
-
-
-def _in_loop(loop) -> bool:
-    tid = getattr(loop, "_thread_id", False)     # set by asyncio while the loop runs
-    if tid is not False:
-        return tid == threading.get_ident()       # (get_running_loop() costs a getpid())
-    import asyncio
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
-
-
-def _set_aio(fut, result, error) -> None:
-    if fut.done():
-        return
-    if error is not None:
-        fut.set_exception(error)
-    else:
-        fut.set_result(result)
 
 
 def _native_views(fz: Frozen) -> tuple:

@@ -140,4 +140,5 @@ def test_waiting_for_room_needs_no_poll():
         res, took = asyncio.run(main())
         assert all(res)
         assert_pools_full(ring)
-        assert not ring._room_waiters or all(f.done() for _, f in ring._room_waiters)
+        waiters = ring._aio.room_waiters
+        assert not waiters or all(f.done() for _, f in waiters)
