@@ -87,6 +87,95 @@ def _check_pow2(name: str, value, lo: int, hi: int) -> int:
     return v
 
 
+class _Batch:
+    """One KernelRing.map(): requests started as slots come free, by the caller and by
+    the drainer thread (whose done callbacks start the next one), results kept in order."""
+
+    def __init__(self, kr: "KernelRing", checked: list, timeout: float | None):
+        self.kr, self.checked, self.timeout = kr, checked, timeout
+        self.results: list = [None] * len(checked)
+        self.lock = threading.Lock()
+        self.all_done = threading.Event()
+        self.starved = threading.Event()  # the drainer found no free slot: the caller starts
+        self.next = 0                     # the next request to start
+        self.left = len(checked)          # requests not finished yet
+        self.error: BaseException | None = None
+        self.starved_count = 0            # starts the drainer could not make
+
+    def run(self, window: int) -> list:
+        for _ in range(min(window, len(self.checked))):
+            self.start_next(True)
+        end = None if self.timeout is None else time.monotonic() + self.timeout
+        while not self.all_done.is_set():
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            if self.starved.wait(left):
+                self.starved.clear()
+                with self.lock:
+                    n, self.starved_count = self.starved_count, 0
+                for _ in range(n):
+                    self.start_next(True)   # this thread may wait for a slot
+        if not self.all_done.is_set():
+            raise TimeoutError(f"KernelRing.map: {self.left} of {len(self.checked)} requests "
+                               f"unfinished after {self.timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self.results
+
+    def stop_all(self, exc: BaseException | None = None) -> None:
+        if exc is not None:
+            self.error = exc
+        self.all_done.set()
+        self.starved.set()
+
+    def start_next(self, block: bool) -> None:
+        with self.lock:
+            if self.next >= len(self.checked) or self.error:
+                return
+        kr = self.kr
+        try:
+            # the drainer (block=False) must never wait for a slot: it frees them
+            slot = kr._take_slot(self.timeout, block=block)
+        except BaseException as exc:
+            self.stop_all(exc)
+            return
+        if slot is None:
+            with self.lock:
+                self.starved_count += 1
+            self.starved.set()
+            return
+        with self.lock:
+            i: int | None = self.next
+            if self.next < len(self.checked) and not self.error:
+                self.next += 1
+            else:
+                i = None
+        if i is None:
+            kr._give_back(slot)
+            return
+        try:
+            fut = kr._start(slot, *self.checked[i])
+        except BaseException as exc:
+            self.stop_all(exc)
+            return
+        fut.add_done_callback(lambda f, i=i: self.finished(i, f))
+
+    def finished(self, i: int, fut: Future) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            self.stop_all(exc)
+            return
+        self.results[i] = fut.result()
+        with self.lock:
+            self.left -= 1
+            last = self.left == 0
+        if last:
+            self.stop_all()
+        else:
+            self.start_next(False)
+
+
 class KernelRing:
     """Runs `handler` (BPF C: `static int on_complete(struct sk_event *e)`, see
     bpf/sakura.h) for every completion of its requests, in kernel context.
@@ -247,9 +336,7 @@ class KernelRing:
                     break
             res = self._result(slot)
             lib.sk_kr_release(k, slot)
-            with self._cv:
-                self._free.append(slot)
-                self._cv.notify()
+            self._give_back(slot)
             return res
         finally:
             self._leave()
@@ -277,94 +364,15 @@ class KernelRing:
         ones finish, so the caller sleeps once instead of once per request."""
         window = self.layout.reqs if window is None else _check_int(
             "window", window, 1, self.layout.reqs, ValueError)
-        items = list(requests)
         checked = []
-        for item in items:
+        for item in requests:
             args, data = item if (isinstance(item, tuple) and len(item) == 2
                                   and isinstance(item[1], (bytes, bytearray, memoryview))) \
                 else (item, b"")
             checked.append(self._check_request(tuple(args), data))
-        results: list = [None] * len(checked)
-        lock = threading.Lock()
-        all_done = threading.Event()
-        state: dict[str, Any] = {"next": 0, "left": len(checked), "error": None, "starved": 0}
         if not checked:
             return []
-
-        starved = threading.Event()       # the drainer found no free slot: the caller starts
-
-        def stop_all(exc=None) -> None:
-            if exc is not None:
-                state["error"] = exc
-            all_done.set()
-            starved.set()
-
-        def start_next(block: bool) -> None:
-            with lock:
-                if state["next"] >= len(checked) or state["error"]:
-                    return
-            try:
-                # the drainer (block=False) must never wait for a slot: it frees them
-                slot = self._take_slot(timeout, block=block)
-            except BaseException as exc:
-                stop_all(exc)
-                return
-            if slot is None:
-                with lock:
-                    state["starved"] += 1
-                starved.set()
-                return
-            with lock:
-                i = state["next"]
-                if i < len(checked) and not state["error"]:
-                    state["next"] = i + 1
-                else:
-                    i = None
-            if i is None:
-                with self._cv:
-                    self._free.append(slot)
-                    self._cv.notify()
-                return
-            try:
-                fut = self._start(slot, *checked[i])
-            except BaseException as exc:
-                stop_all(exc)
-                return
-            fut.add_done_callback(lambda f, i=i: finished(i, f))
-
-        def finished(i: int, fut: Future) -> None:
-            exc = fut.exception()
-            if exc is not None:
-                stop_all(exc)
-                return
-            results[i] = fut.result()
-            with lock:
-                state["left"] -= 1
-                last = state["left"] == 0
-            if last:
-                stop_all()
-            else:
-                start_next(False)
-
-        for _ in range(min(window, len(checked))):
-            start_next(True)
-        end = None if timeout is None else time.monotonic() + timeout
-        while not all_done.is_set():
-            left = None if end is None else end - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            if starved.wait(left):
-                starved.clear()
-                with lock:
-                    n, state["starved"] = state["starved"], 0
-                for _ in range(n):
-                    start_next(True)   # this thread may wait for a slot
-        if not all_done.is_set():
-            raise TimeoutError(f"KernelRing.map: {state['left']} of {len(checked)} requests "
-                               f"unfinished after {timeout} s")
-        if state["error"] is not None:
-            raise state["error"]
-        return results
+        return _Batch(self, checked, timeout).run(window)
 
     async def call_async(self, *args: int, data: bytes = b"",
                          timeout: float | None = None) -> HandlerResult:
@@ -419,6 +427,12 @@ class KernelRing:
             if self._closed:
                 raise self._closed_error()
             return self._free.pop()
+
+    def _give_back(self, slot: int) -> None:
+        """A request slot taken and not (or no longer) used goes back to the free list."""
+        with self._cv:
+            self._free.append(slot)
+            self._cv.notify()
 
     @overload
     def _start(self, slot: int, cargs: list, view: memoryview,
