@@ -73,7 +73,7 @@ def test_the_wheel_carries_every_source_it_needs(wheel):
     shipped = {f"sakura_uring/bpf/{p.relative_to(ROOT / 'bpf')}"
                for p in (ROOT / "bpf").rglob("*") if p.suffix in (".c", ".h")}
     assert shipped and shipped <= names, shipped - names
-    native = {f"sakura_uring/_native/{n}" for n in ("shim.c", "shim.h", "kring.c", "kring.h", "clock.h")}
+    native = {f"sakura_uring/_native/{n}" for n in ("shim.c", "shim.h", "kring.c", "kring.h", "clock.h", "wait.h")}
     assert native <= names and "sakura_uring/py.typed" in names
     assert any(n.startswith("sakura_uring/_native/_sakura") and n.endswith(".so") for n in names)
     assert "sakura_uring/_native/_sakura.c" not in names        # generated, not a source

@@ -8,6 +8,7 @@
  *
  * Threads: any thread may push (sk_kr_start); one drainer thread calls sk_kr_drain. */
 #include <errno.h>
+#include <limits.h>
 #include <linux/bpf.h>
 #include <linux/futex.h>
 #include <stdint.h>
@@ -21,6 +22,7 @@
 #include <liburing.h>
 #include "clock.h"
 #include "kring.h"
+#include "wait.h"
 
 /* setup flags newer than liburing 2.3's headers */
 #define SKK_SETUP_NO_MMAP (1U << 14)
@@ -314,30 +316,58 @@ static void skk_watchdog(struct sk_kring *k)
         skk_wake_if_asleep(k);
 }
 
+/* sk_kr_wait: a run() caller waiting for its own request to end, in shared memory. */
+struct skk_req_wait {
+    struct sk_kring *k;
+    unsigned req;
+    struct sk_req *r;
+    uint32_t st;                      /* the state ready() saw: the futex waits on it */
+    long long next_watch;
+};
+
+static int kr_req_ready(void *p)
+{
+    struct skk_req_wait *c = p;
+    return skk_finished(c->r, &c->st);
+}
+
+static int kr_never(void *p) { return 0; }
+static void kr_nothing(void *p) {}
+
+/* every 1 ms: handler pushes the SQPOLL thread sleeps on, a tail left behind */
+static void kr_req_nudge(void *p)
+{
+    struct skk_req_wait *c = p;
+    long long now = sk_now_ns();
+    if (now >= c->next_watch) {
+        skk_watchdog(c->k);
+        c->next_watch = now + 1000000LL;
+    }
+}
+
+static int kr_req_sleep(void *p, long long ns)
+{
+    struct skk_req_wait *c = p;
+    __atomic_store_n(&c->k->waiting[c->req], 1, __ATOMIC_SEQ_CST);
+    struct timespec ts = { 0, ns };
+    if (!skk_finished(c->r, &c->st))      /* the drainer wakes us only once it sees the flag */
+        syscall(__NR_futex, &c->r->state, FUTEX_WAIT, c->st, &ts, NULL, 0);
+    __atomic_store_n(&c->k->waiting[c->req], 0, __ATOMIC_RELEASE);
+    return 0;
+}
+
 int sk_kr_wait(struct sk_kring *k, unsigned req, long long spin_ns, long long timeout_ns)
 {
-    struct sk_req *r = sk_kr_req(k, req);
-    long long now = sk_now_ns(), spin_end = now + spin_ns, end = now + timeout_ns;
-    long long next_watch = now + 1000000LL;
-    uint32_t st;
-    while (!skk_finished(r, &st)) {
-        now = sk_now_ns();
-        if (now >= end)
-            return -ETIMEDOUT;
-        if (now >= next_watch) {
-            skk_watchdog(k);
-            next_watch = now + 1000000LL;
-        }
-        if (now < spin_end)
-            continue;
-        long long nap = end - now < 1000000LL ? end - now : 1000000LL;
-        __atomic_store_n(&k->waiting[req], 1, __ATOMIC_SEQ_CST);
-        struct timespec ts = { 0, nap };
-        if (!skk_finished(r, &st))
-            syscall(__NR_futex, &r->state, FUTEX_WAIT, st, &ts, NULL, 0);
-        __atomic_store_n(&k->waiting[req], 0, __ATOMIC_RELEASE);
-    }
-    return 0;
+    long long now = sk_now_ns();
+    struct skk_req_wait c = { k, req, sk_kr_req(k, req), 0, now + 1000000LL };
+    struct sk_waiter w = {
+        .ctx = &c, .ready = kr_req_ready, .overflowed = kr_never, .flush = kr_nothing,
+        .nudge = kr_req_nudge, .sleep = kr_req_sleep,
+        .spin_until = now + (spin_ns < timeout_ns ? spin_ns : timeout_ns),
+        .deadline = now + timeout_ns,
+        .slice_ns = 1000000LL,            /* so the watchdog runs every 1 ms */
+    };
+    return sk_wait(&w) == 1 ? 0 : -ETIMEDOUT;
 }
 
 /* run() collected slot `req` (after sk_kr_wait): it is free again. */
@@ -378,14 +408,64 @@ int sk_kr_stop(struct sk_kring *k)
  * -ESHUTDOWN after sk_kr_stop(). Also the watchdog: finishes tail moves a BPF producer left (its
  * advance loop is bounded), wakes a sleeping SQPOLL thread that has work, flushes a CQ
  * overflow backlog. */
+/* sk_kr_drain: the drainer waiting for CQEs of the rings in BPF map memory. */
+static int kr_cq_ready(void *p)
+{
+    struct sk_kring *k = p;
+    return __atomic_load_n(k->cq_tail, __ATOMIC_ACQUIRE) != *k->cq_head;
+}
+
+static int kr_cq_overflowed(void *p)
+{
+    struct sk_kring *k = p;
+    return (__atomic_load_n(k->sq_flags, __ATOMIC_ACQUIRE) & IORING_SQ_CQ_OVERFLOW) != 0;
+}
+
+static void kr_cq_flush(void *p)
+{
+    struct sk_kring *k = p;
+    skk_enter(k->fd, 0, 0, IORING_ENTER_GETEVENTS, -1);
+    k->stats.overflow_flushes++;
+}
+
+static void kr_cq_nudge(void *p)
+{
+    skk_watchdog(p);
+}
+
+/* Only run() callers' requests out (they see the end in shared memory): lazy, sleep until
+ * half the CQ has filled or 1 ms passed, so that their CQEs neither wake this thread nor
+ * take its CPU (an async request started meanwhile waits that 1 ms at most). */
+static int kr_lazy(struct sk_kring *k)
+{
+    return sk_kr_outstanding(k) && !__atomic_load_n(&k->async_outstanding, __ATOMIC_ACQUIRE);
+}
+
+static int kr_cq_sleep(void *p, long long ns)
+{
+    struct sk_kring *k = p;
+    /* 1 ms slices while requests are out, so the watchdog runs */
+    if (sk_kr_outstanding(k) && ns > 1000000LL)
+        ns = 1000000LL;
+    k->stats.waits++;
+    int rc = skk_enter(k->fd, 0, kr_lazy(k) ? k->p.cq_entries / 2 : 1, IORING_ENTER_GETEVENTS, ns);
+    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
+        return rc;
+    return 0;
+}
+
 int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_ns,
                 long long spin_ns)
 {
-    long long spin_end = -1, start = sk_now_ns();
+    long long start = sk_now_ns();
+    struct sk_waiter w = {
+        .ctx = k, .ready = kr_cq_ready, .overflowed = kr_cq_overflowed, .flush = kr_cq_flush,
+        .nudge = kr_cq_nudge, .sleep = kr_cq_sleep,
+        .deadline = wait_ns >= 0 ? start + wait_ns : LLONG_MAX, .slice_ns = 100000000LL,
+    };
     for (;;) {
         unsigned n = 0;
         uint32_t head = *k->cq_head, mask = *k->cq_mask;
-        uint32_t first = head;
         uint32_t tail = __atomic_load_n(k->cq_tail, __ATOMIC_ACQUIRE);
         while (head != tail && n < max) {
             struct io_uring_cqe *cqe = &k->cqes[head & mask];
@@ -424,37 +504,14 @@ int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_
         }
         if (k->stopped)
             return -ESHUTDOWN;
-        if (head != first)
-            spin_end = -1;            /* progress: spin afresh before sleeping */
         if (head != tail)
             continue;
-        skk_watchdog(k);
-        if (__atomic_load_n(k->sq_flags, __ATOMIC_ACQUIRE) & IORING_SQ_CQ_OVERFLOW) {
-            skk_enter(k->fd, 0, 0, IORING_ENTER_GETEVENTS, -1);
-            k->stats.overflow_flushes++;
-            continue;
-        }
-        long long now = sk_now_ns();
-        /* Requests the drainer reports, or none: spin, then sleep until the next CQE. Only
-         * run() callers' requests (they see the end in shared memory): sleep until half the
-         * CQ has filled or 1 ms passed, so that their CQEs neither wake this thread nor take
-         * its CPU (an async request started meanwhile waits that 1 ms at most). */
-        int lazy = sk_kr_outstanding(k) && !__atomic_load_n(&k->async_outstanding, __ATOMIC_ACQUIRE);
-        if (spin_end < 0)
-            spin_end = now + (lazy ? 0 : spin_ns);
-        if (now < spin_end)
-            continue;
-        /* 1 ms slices while requests are out, so the watchdog above runs */
-        long long slice = sk_kr_outstanding(k) ? 1000000LL : 100000000LL;
-        if (wait_ns >= 0 && slice > wait_ns - (now - start))
-            slice = wait_ns - (now - start);
-        if (slice <= 0)
-            return 0;
-        k->stats.waits++;
-        int rc = skk_enter(k->fd, 0, lazy ? k->p.cq_entries / 2 : 1, IORING_ENTER_GETEVENTS, slice);
-        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
-            return rc;
-        spin_end = -1;
+        skk_watchdog(k);              /* even while CQEs keep coming, none of them reported */
+        /* progress, or the first look: spin afresh before sleeping (not when lazy) */
+        w.spin_until = kr_lazy(k) ? 0 : sk_now_ns() + spin_ns;
+        int rc = sk_wait(&w);
+        if (rc <= 0)
+            return rc;                /* 0: the wait is over; or an error */
     }
 }
 

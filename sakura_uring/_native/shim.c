@@ -19,6 +19,7 @@
 
 #include "clock.h"
 #include "shim.h"
+#include "wait.h"
 
 #define SK_PENDING   INT32_MIN   /* result slot not yet filled by a CQE */
 #define SK_UD_IGNORE 0ULL        /* internal request whose CQE is dropped */
@@ -466,51 +467,78 @@ static void process(struct sk_ring *r, uint32_t *tags, unsigned max_tags, unsign
  * woken by the eventfd has consumed the eventfd's count, and the kernel signals it again
  * only for CQEs posted later, so whatever is left behind here would wait forever (the
  * asyncio lost wakeup: one batch of 256 CQEs that completed no chain used to end it). */
+static int reap_ready(void *p)
+{
+    return io_uring_cq_ready(&((struct sk_ring *)p)->ring) != 0;
+}
+
+static int reap_overflowed(void *p)
+{
+    struct sk_ring *r = p;
+    return (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW) != 0;
+}
+
+/* NODROP kept completions in the kernel's backlog, which posts no eventfd signal */
+static void reap_flush(void *p)
+{
+    struct sk_ring *r = p;
+    io_uring_get_events(&r->ring);
+    r->stats.overflow_flushes++;
+}
+
+/* the SQPOLL thread fell asleep with work in the SQ */
+static void reap_nudge(void *p)
+{
+    struct sk_ring *r = p;
+    if ((r->flags & IORING_SETUP_SQPOLL) && sk_sq_pending(r) &&
+        (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_NEED_WAKEUP)) {
+        io_uring_enter(r->ring.ring_fd, 0, 0, IORING_ENTER_SQ_WAKEUP, NULL);
+        r->stats.wakeups++;
+    }
+}
+
+static int reap_sleep(void *p, long long ns)
+{
+    struct sk_ring *r = p;
+    struct __kernel_timespec ts;
+    struct io_uring_cqe *cqe;
+    ns_to_ts(&ts, ns);
+    r->stats.waits++;
+    int ret = io_uring_wait_cqes(&r->ring, &cqe, 1, &ts, NULL);
+    if (ret == -EINTR || ret == -ETIME || ret == -EAGAIN || ret == -EBUSY)
+        return ret == -EINTR ? -EINTR : 0;
+    return ret < 0 ? ret : 0;
+}
+
 int sk_reap(struct sk_ring *r, long long timeout_ns, long long spin_ns,
             uint32_t *tags, unsigned max_tags)
 {
     unsigned k = 0;
     int woken = 0;
     long long start = (timeout_ns != 0 || spin_ns > 0) ? sk_now_ns() : 0;
-    long long deadline = timeout_ns > 0 ? start + timeout_ns : LLONG_MAX;
+    struct sk_waiter w = {
+        .ctx = r, .ready = reap_ready, .overflowed = reap_overflowed, .flush = reap_flush,
+        .nudge = reap_nudge, .sleep = reap_sleep,
+        /* busy-poll: a chain's CQEs arrive one by one, keep going until one whole chain
+         * is done or the spin budget is spent */
+        .spin_until = spin_ns > 0 ? start + spin_ns : 0,
+        .deadline = timeout_ns > 0 ? start + timeout_ns : LLONG_MAX,
+        .slice_ns = SK_SLICE_NS,
+    };
 
     for (;;) {
         process(r, tags, max_tags, &k, &woken);
         if (k >= max_tags || woken) return (int)k;
-        if (io_uring_cq_ready(&r->ring)) continue;
-        if (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW) {
-            /* NODROP kept completions in the kernel's backlog, which posts no eventfd
-             * signal: pull them in */
-            io_uring_get_events(&r->ring);
-            r->stats.overflow_flushes++;
+        if (reap_ready(r)) continue;
+        if (reap_overflowed(r)) {
+            reap_flush(r);
             continue;
         }
         if (k || timeout_ns == 0) return (int)k;
-        if ((r->flags & IORING_SETUP_SQPOLL) && sk_sq_pending(r) &&
-            (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_NEED_WAKEUP)) {
-            /* the SQPOLL thread fell asleep with work in the SQ */
-            io_uring_enter(r->ring.ring_fd, 0, 0, IORING_ENTER_SQ_WAKEUP, NULL);
-            r->stats.wakeups++;
-        }
-        if (spin_ns > 0 && sk_now_ns() < start + spin_ns) {
-            /* busy-poll: a chain's CQEs arrive one by one, keep going until one
-             * whole chain is done or the spin budget is spent */
-            long long until = start + spin_ns;
-            while (!io_uring_cq_ready(&r->ring) && sk_now_ns() < until)
-                __builtin_ia32_pause();
-            continue;
-        }
-        long long now = sk_now_ns();
-        if (now >= deadline) return 0;
-        long long slice = deadline - now;
-        if (slice > SK_SLICE_NS) slice = SK_SLICE_NS;
-        struct __kernel_timespec ts;
-        struct io_uring_cqe *cqe;
-        ns_to_ts(&ts, slice);
-        r->stats.waits++;
-        int ret = io_uring_wait_cqes(&r->ring, &cqe, 1, &ts, NULL);
-        if (ret == -EINTR) return 0;   /* let Python run its signal handlers */
-        if (ret < 0 && ret != -ETIME && ret != -EAGAIN && ret != -EBUSY) return ret;
+        int rc = sk_wait(&w);
+        if (rc == 0 || rc == -EINTR) return 0;   /* the deadline; or let Python run its
+                                                    signal handlers */
+        if (rc < 0) return rc;
     }
 }
 
