@@ -15,7 +15,7 @@ DEB_PKGS := liburing-dev python3-bpfcc linux-headers-amd64 gcc libc6-dev wrk ngi
 # the kernel matrix boots other kernels under QEMU with a busybox initramfs (its own
 # tests boot one too, so `make test` installs these as well)
 MATRIX_PKGS := qemu-system-x86 busybox-static
-NATIVE_SRC := $(filter-out %/_sakura.c,$(wildcard sakura_uring/_native/*.[ch])) sakura_uring/_native/build.py
+NATIVE_SRC := $(filter-out %/_sakura.c,$(wildcard sakura_uring/_native/*.[ch])) sakura_uring/_native/build.py bpf/abi.h
 NATIVE_SO  := $(VENV)/.native-built
 export BCC_KERNEL_SOURCE := $(HDRS)
 
