@@ -125,14 +125,15 @@ def _positive(what: str):
 
 def parse(argv) -> tuple[argparse.ArgumentParser, argparse.Namespace, list[str]]:
     doc = __doc__
-    ap = argparse.ArgumentParser(prog="sakura-uring trace", description=doc.split("\n\n")[1],
+    ap = argparse.ArgumentParser(prog="sakura-uring trace", description=doc.split("\n\n")[2],
                                  epilog=doc[doc.index("EXAMPLES:"):],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-p", "--pid", type=int, help="trace this process (a thread id: its process)")
     ap.add_argument("-a", "--all", action="store_true", help="trace every process")
     ap.add_argument("-i", "--interval", type=_positive("INTERVAL"),
                     help="print a table every INTERVAL seconds")
-    ap.add_argument("-d", "--duration", type=_positive("SECONDS"), help="stop after SECONDS")
+    ap.add_argument("-d", "--duration", type=_positive("SECONDS"), metavar="SECONDS",
+                    help="stop after SECONDS")
     ap.add_argument("--json", action="store_true", help="JSON lines instead of tables")
     ap.add_argument("--no-children", action="store_true",
                     help="leave out the processes the traced one starts")
