@@ -11,7 +11,7 @@ import sakura_uring as su
 from sakura_uring.kernel import KernelRing
 from sakura_uring.trace import DispatchTracer
 
-from helpers import Cat, unreadable
+from helpers import Cat, links_traced, unreadable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,12 +23,6 @@ def traced_chains(path, n, **ring_kw):
         with DispatchTracer() as tr:
             cat.run(n)
     return tr.final, cat.steps
-
-
-def chains_seen(missing: list[str]) -> bool:
-    """The chain columns are there: io_uring_link is not among what the tracer left out
-    (it is on 5.10)."""
-    return not any(m.startswith("io_uring_link") for m in missing)
 
 
 def done_inline(rep, op: str, where: str) -> int:
@@ -51,7 +45,7 @@ def test_sqpoll_chains_run_in_the_sqpoll_thread_with_no_system_calls(data_file):
         assert c.get("sub_sqpoll") == 1000 and not c.get("sub_app"), (op, c)
         assert done_inline(rep, op, "by_sqpoll") == 1000 and c.get("done") == 1000, (op, c)
     t = rep.totals
-    if chains_seen(rep.missing):
+    if links_traced(rep.missing):
         assert t["chains"] == t["chains_done"] == 1000 and t["chains_broken"] == 0
     assert rep.requests == 1000 * len(steps)
     assert rep.syscalls_per_request < 0.05, rep.table()
@@ -97,7 +91,7 @@ def test_a_broken_chain_is_counted_with_its_failing_opcode(ring, tmp_path):
     rep = tr.final
     first, second = cat.steps[:2]
     assert rep.ops[first].counts.get("done") == 1          # with its error
-    if chains_seen(rep.missing):
+    if links_traced(rep.missing):
         assert rep.totals["chains"] == 1 and rep.totals["chains_broken"] == 1
         assert rep.ops[first].counts.get("broke") == 1
         assert not rep.ops.get(second) or not rep.ops[second].counts.get("broke")

@@ -12,7 +12,7 @@ import pytest
 from sakura_uring.trace.dispatch import kernel_macros
 from sakura_uring.trace.report import bucket
 
-from helpers import trace_json
+from helpers import links_traced, trace_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
@@ -26,15 +26,11 @@ def uring_work(tmp_path_factory):
     return exe
 
 
-def links_traced() -> bool:
-    return not any(m.startswith("io_uring_link") for m in kernel_macros()[1])
-
-
 def test_link_cp_chains_are_exact_with_many_in_flight(uring_work, tmp_path):
     """50 MiB in 32 KiB read -> write chains, 8 in flight (each request's address is
     reused as soon as it completes, while its chain's write still runs), then 7 chains
     whose read fails and 5 whose read is short: the kernel cancels those 12 writes."""
-    if not links_traced():
+    if not links_traced(kernel_macros()[1]):
         pytest.skip("this kernel's io_uring_link can't be used (BPF atomics that return a "
                     "value, Linux 5.12, or the event itself are missing)")
     src, dst = tmp_path / "src", tmp_path / "dst"
