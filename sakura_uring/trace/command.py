@@ -224,7 +224,7 @@ def _trace(args, cmd, proc, tracer, got, out) -> int:
     whole = last = tracer.zero()
     next_tick = start + (args.interval or math.inf)
     while got["sig"] is None and not out.broken:
-        time.sleep(min(0.05, args.interval or 0.05))
+        time.sleep(0.05)                  # -i is at least MIN_INTERVAL = 0.1 s
         now = time.monotonic()
         if args.duration and now - start >= args.duration:
             break

@@ -200,11 +200,11 @@ class DispatchTracer:
             macros["COUNT_SYSCALLS"] = 1
         if self.pid == os.getpid():
             macros["SKIP_BPF_SYSCALLS"] = 1
-        if children and not everything and bpf_atomic_fetch():
+        self._bitmap = children and not everything and bpf_atomic_fetch()
+        if self._bitmap:
             macros["HAVE_ATOMIC_OR"] = 1
         # bcc reads a TRACEPOINT_PROBE's event name before the preprocessor runs: the
         # submit event's name goes in by substitution, like bcc's tools do
-        self._macros = dict(macros)
         submit = macros.pop("SUBMIT_TP")
         pre = "".join(f"#define {k} {v}\n" for k, v in macros.items())
         text = pre + bpf_file("tracer.c").read_text().replace("SUBMIT_TP", submit)
@@ -229,7 +229,7 @@ class DispatchTracer:
         """Trace `pid` too, as the fork probe does for a child forked from now on."""
         b = self._bpf
         b[b"procs"][b[b"procs"].Key(pid)] = b[b"procs"].Leaf()
-        if "HAVE_ATOMIC_OR" in self._macros:
+        if self._bitmap:
             # (not atomic with the fork probe's OR: a fork into the same 64 pids within
             # these microseconds at start could lose its bit)
             words = b[b"tracked"]
@@ -295,12 +295,13 @@ class DispatchTracer:
         rows = {}
         for pid, (sub, done, sc, ent, comm) in procs.items():
             was = bp.get(pid, (0, 0, 0, 0, b""))
-            if pid not in self._comms or not self._comms[pid]:
-                self._comms[pid] = _comm(pid, comm)      # once: reading /proc is a system call
-            p = ProcStats(pid, self._comms[pid], sub - was[0], done - was[1], sc - was[2],
-                          ent - was[3])
-            if p.active:
-                rows[pid] = p
+            p = ProcStats(pid, "", sub - was[0], done - was[1], sc - was[2], ent - was[3])
+            if not p.active:                  # (a thread's row, or a quiet process)
+                continue
+            p.comm = self._comms.get(pid) or _comm(pid, comm)
+            if p.comm != "?":                 # read once: reading /proc is a system call
+                self._comms[pid] = p.comm
+            rows[pid] = p
         return Report(self.pid, t1 - t0, ops, tot, self.missing,
                       {syscall_name(nr): n for nr, n in calls.items()}, rows)
 
