@@ -32,7 +32,9 @@ class LoopBridge:
         self._ops = ops
         self.efd: int | None = None
         self._loops: dict = {}
-        self._room_waiters: list = []          # (loop, Future) of callers told RingFull
+        # (loop, Future) of callers told RingFull; the ring looks at it per completion, so
+        # a plain attribute (room_freed() only when it is not empty)
+        self.room_waiters: list = []
         self._lock = threading.Lock()
 
     # -- the coroutine ----------------------------------------------------------------
@@ -139,18 +141,13 @@ class LoopBridge:
         slots and buffers). Registered *before* the publish that may be refused, so a
         completion in between can't be missed."""
         fut = loop.create_future()
-        self._room_waiters.append((loop, fut))
+        self.room_waiters.append((loop, fut))
         return fut
 
-    @property
-    def room_waiters(self) -> list:
-        return self._room_waiters
-
     def room_freed(self) -> None:
-        if self._room_waiters:
-            waiters, self._room_waiters = self._room_waiters, []
-            for loop, fut in waiters:
-                _deliver_into(loop, fut, None, None)
+        waiters, self.room_waiters = self.room_waiters, []
+        for loop, fut in waiters:
+            _deliver_into(loop, fut, None, None)
 
     @staticmethod
     def deliver(aio, result, error) -> None:

@@ -562,7 +562,8 @@ class Ring:
         if st.pool_bufs:
             self._free_bufs.extend(st.pool_bufs)
         self._free_tags.append(tag)
-        self._aio.room_freed()
+        if self._aio.room_waiters:     # a check per completion, a call only when needed
+            self._aio.room_freed()
         self._deliver(st, ChainResult(fz, vals, datas), None)
 
     def _deliver(self, st: _Inflight, result, error) -> None:
@@ -584,7 +585,7 @@ class Ring:
     def _release_reaper(self) -> None:
         self._reap_lock.release()
         # a CQE that landed after our last look must not go unnoticed by others
-        if not self._closed:
+        if self._aio.efd is not None and not self._closed:   # a loop is attached
             self._aio.signal()
         if self._followers:
             with self._cv:
