@@ -114,6 +114,17 @@ def test_a_guest_past_its_timeout_is_stopped_and_reported(tmp_path):
     assert any("SAKURA-MATRIX-BOOTED" in l for l in lines)     # it did boot, then ran out
 
 
+def test_tcg_runs_every_vcpu_on_one_host_thread(tmp_path):
+    """Multi-threaded TCG let a 7.2 guest run a stray int3 while a tracepoint's static key
+    was flipped (a panic in CI): TCG guests get thread=single, KVM guests are left alone."""
+    args = lambda accel: vm.qemu_cmd(tmp_path / "k", tmp_path / "i", tmp_path / "s", accel, 2, "3G")
+    tcg = args("tcg")
+    assert tcg[tcg.index("-accel") + 1] == "tcg,thread=single"
+    assert tcg[tcg.index("-smp") + 1] == "2"
+    kvm = args("kvm")
+    assert kvm[kvm.index("-accel") + 1] == "kvm"
+
+
 def test_fetch_names_a_suite_without_the_kernel(tmp_path):
     apt = kernels.Apt(CACHE / "apt")
     apt.update()
