@@ -295,9 +295,7 @@ class Chain:
     def _file(self, f, what: str = "file") -> tuple[int, int]:
         if isinstance(f, Fixed):
             if f.ring is not None:
-                registered = getattr(f.ring, "_registered", {})
-                current = registered.get(f.slot) is f
-                if not current:
+                if not f.ring.is_registered(f):
                     raise ChainError(f"{what} {f!r} is no longer registered with its ring "
                                      f"(unregister_file was called); register the file again")
                 self._ring_seen[f.slot] = f     # _add takes it if the step is added

@@ -12,7 +12,7 @@ def open_fds() -> set[str]:
 
 def assert_pools_full(ring: su.Ring) -> None:
     assert ring.inflight == 0
-    assert ring.free_slots == ring.slots - len(ring._registered)
+    assert ring.free_slots == ring.slots - ring.registered_files
     assert ring.free_buffers == ring.buffers
 
 

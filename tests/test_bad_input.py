@@ -115,7 +115,7 @@ def test_more_files_than_slots(tmp_path):
 
 def test_unsupported_op_is_refused_before_submission(ring):
     # Pretend this kernel has every op but LISTEN (on a plain fd: no slot needed).
-    ring._supported = frozenset(range(256)) - {57}
+    ring._pub.supported = frozenset(range(256)) - {57}
     c = Chain()
     with socket.socket() as s:
         c.listen(s.fileno())

@@ -120,10 +120,10 @@ def test_cq_overflow_loses_nothing():
             c = Chain(link=Link.NONE)
             for _ in range(8):
                 c.nop()
-            states.append(ring._publish(c, None, block=False))   # publish, don't reap
-        assert su.ring.SQ_CQ_OVERFLOW & su._native.lib.sk_sq_flags(ring._r)
+            states.append(ring._pub.publish(c, None, False))   # publish, don't reap
+        assert su.ring.SQ_CQ_OVERFLOW & su._native.lib.sk_sq_flags(ring._core.r)
         for st in states:
-            ring._wait(st)
+            ring._reaper.wait(st)
             assert st.result.ok and len(st.result) == 8
         s = ring.stats()
         assert s["cqes"] == 64

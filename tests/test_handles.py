@@ -108,10 +108,10 @@ def _patched(chain: Chain, step: int, **fields) -> object:
 
 
 def _lay(ring, fz):
-    from sakura_uring.ring import _native_views
+    from sakura_uring.publish import _native_views
     fz.cdata = _native_views(fz)
-    with ring._lock:
-        return ring._lay(fz, 0, None, None)
+    with ring._core.lock:
+        return ring._pub.lay(fz, 0, None, None)
 
 
 @pytest.mark.parametrize("step,fields", [
@@ -132,10 +132,10 @@ def test_the_native_layer_refuses_out_of_range_indices(ring, data_file, step, fi
     c.read(f, 100)
     c.close(f)
     fz = _patched(c, step, **fields)
-    tags = len(ring._free_tags)
+    tags = len(ring._pools.free_tags)
     with pytest.raises(su.ChainError, match="native layer refused"):
         _lay(ring, fz)
-    assert len(ring._free_tags) == tags
+    assert len(ring._pools.free_tags) == tags
     assert_pools_full(ring)
     r = ring.run(c, timeout=5)            # the ring is unharmed
     assert r.ok and r[1].data == data_file.read_bytes()[:100]

@@ -117,13 +117,13 @@ def _bad_runs(ring, data_file, sock):
 def test_ten_thousand_bad_runs_leave_nothing_behind(data_file):
     a, b = socket.socketpair()
     with su.Ring(64) as ring, a, b:
-        tags = len(ring._free_tags)
+        tags = len(ring._pools.free_tags)
         bad = list(_bad_runs(ring, data_file, a))
         for i in range(10_000):
             with pytest.raises((su.ChainError, TypeError)):
                 bad[i % len(bad)]()
         assert_pools_full(ring)
-        assert len(ring._free_tags) == tags
+        assert len(ring._pools.free_tags) == tags
         full = Chain()
         for _ in range(ring.sq_entries):
             full.nop()

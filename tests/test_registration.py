@@ -66,11 +66,11 @@ def test_the_native_layer_keeps_registered_slots_apart(ring, data_file):
     with open(data_file, "rb") as fh:
         h = ring.register_file(fh)
         slot = ffi.new("int32_t[]", [h.slot])
-        assert lib.sk_release_slots(ring._r, slot, 1) == -34        # ERANGE, left alone
+        assert lib.sk_release_slots(ring._core.r, slot, 1) == -34        # ERANGE, left alone
         c = Chain()
         d = c.read(h, 16)
         assert ring.run(c)[d].data == data_file.read_bytes()[:16]
         ring.unregister_file(h)
-        assert lib.sk_unregister_slot(ring._r, h.slot) == -34
-        assert lib.sk_unregister_slot(ring._r, 10**6) == -34
+        assert lib.sk_unregister_slot(ring._core.r, h.slot) == -34
+        assert lib.sk_unregister_slot(ring._core.r, 10**6) == -34
     assert_pools_full(ring)

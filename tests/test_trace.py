@@ -137,9 +137,9 @@ def test_cq_overflows_are_counted():
             c = su.Chain(link=su.Link.NONE)
             for _ in range(8):
                 c.nop()
-            states.append(ring._publish(c, None, block=False))   # publish, don't reap
+            states.append(ring._pub.publish(c, None, False))   # publish, don't reap
         for st in states:
-            ring._wait(st)
+            ring._reaper.wait(st)
     rep = tr.final
     if "io_uring_cqe_overflow" in rep.missing:
         # before 5.19 there is no such event, and an overflowing CQE still fires

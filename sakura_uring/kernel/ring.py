@@ -4,10 +4,12 @@ Where things happen:
   KernelRing.__init__   bcc compiles sakura.h + the handler + dispatch.c (program.py); the
                         ring is set up on the maps' memory and taught its own identity by a
                         boot request (sk_kr_new, sk_kr_boot)
-  KernelRing.call       a request slot is filled and a start NOP pushed (sk_kr_start);
-                        everything after that happens in the kernel
+  KernelRing._start     a request slot (slots.py) is filled and a start NOP pushed
+                        (sk_kr_start); everything after that happens in the kernel
   KernelRing._drain     one thread, mostly in C without the GIL (sk_kr_drain), collects
                         the slots of finished requests and resolves their Futures
+  batch.py              map(): a window of requests in flight, results in order
+  result.py             HandlerResult
 """
 from __future__ import annotations
 
@@ -19,18 +21,19 @@ import threading
 import time
 import warnings
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 from .._native import ffi, lib
 from ..chain import _check_int
 from .. import fork as _fork
-from ..errors import InheritedAfterFork, RingClosed, RingFull, SakuraError
+from ..errors import InheritedAfterFork, RingClosed, SakuraError
 from . import program
+from .batch import Batch
+from .result import SK_STALLED, HandlerResult, HandlerStalled
+from .slots import Slots
 
 ESHUTDOWN = errno.ESHUTDOWN
 # from bpf/abi.h, through the compiler (the cffi build reads it)
-SK_STALLED = lib.SK_ERR_STALLED
 MAX_ARGS = lib.SK_ARGS
 N_VARS = lib.SK_VARS
 FREE = lib.SK_REQ_FREE
@@ -38,10 +41,8 @@ FREE = lib.SK_REQ_FREE
 STAT_NAMES = tuple(name[len("SK_STAT_"):].lower() for _, name in sorted(
     (getattr(lib, n), n) for n in dir(lib) if n.startswith("SK_STAT_") and n != "SK_STAT_COUNT"))
 
-
-class _SlotFuture(Future):
-    """A request's Future, knowing its request slot."""
-    slot: int
+__all__ = ["KernelRing", "KernelHandlersUnavailable", "HandlerResult", "HandlerStalled",
+           "SK_STALLED"]
 
 
 class KernelHandlersUnavailable(SakuraError):
@@ -49,131 +50,11 @@ class KernelHandlersUnavailable(SakuraError):
     engine (sakura_uring.Ring) keeps working."""
 
 
-class HandlerStalled(SakuraError):
-    """The handler returned without finishing the request and left nothing in flight."""
-
-
-@dataclass(frozen=True)
-class HandlerResult:
-    """What the handler passed to sk_finish(): a result (>= 0, or -errno) and bytes."""
-    result: int
-    data: bytes
-
-    @property
-    def ok(self) -> bool:
-        return self.result >= 0
-
-    @property
-    def error(self) -> Exception | None:
-        if self.result >= 0:
-            return None
-        if self.result == SK_STALLED:
-            return HandlerStalled("the kernel handler returned without calling sk_finish() "
-                                  "and left nothing in flight: every path of on_complete must "
-                                  "push a step, return -errno, or finish")
-        return OSError(-self.result, f"kernel handler: {os.strerror(-self.result)}")
-
-    def raise_for_error(self) -> "HandlerResult":
-        err = self.error
-        if err is not None:
-            raise err
-        return self
-
-
 def _check_pow2(name: str, value, lo: int, hi: int) -> int:
     v = _check_int(name, value, lo, hi, ValueError)
     if v & (v - 1):
         raise ValueError(f"{name} must be a power of two, got {v}")
     return v
-
-
-class _Batch:
-    """One KernelRing.map(): requests started as slots come free, by the caller and by
-    the drainer thread (whose done callbacks start the next one), results kept in order."""
-
-    def __init__(self, kr: "KernelRing", checked: list, timeout: float | None):
-        self.kr, self.checked, self.timeout = kr, checked, timeout
-        self.results: list = [None] * len(checked)
-        self.lock = threading.Lock()
-        self.all_done = threading.Event()
-        self.starved = threading.Event()  # the drainer found no free slot: the caller starts
-        self.next = 0                     # the next request to start
-        self.left = len(checked)          # requests not finished yet
-        self.error: BaseException | None = None
-        self.starved_count = 0            # starts the drainer could not make
-
-    def run(self, window: int) -> list:
-        for _ in range(min(window, len(self.checked))):
-            self.start_next(True)
-        end = None if self.timeout is None else time.monotonic() + self.timeout
-        while not self.all_done.is_set():
-            left = None if end is None else end - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            if self.starved.wait(left):
-                self.starved.clear()
-                with self.lock:
-                    n, self.starved_count = self.starved_count, 0
-                for _ in range(n):
-                    self.start_next(True)   # this thread may wait for a slot
-        if not self.all_done.is_set():
-            raise TimeoutError(f"KernelRing.map: {self.left} of {len(self.checked)} requests "
-                               f"unfinished after {self.timeout} s")
-        if self.error is not None:
-            raise self.error
-        return self.results
-
-    def stop_all(self, exc: BaseException | None = None) -> None:
-        if exc is not None:
-            self.error = exc
-        self.all_done.set()
-        self.starved.set()
-
-    def start_next(self, block: bool) -> None:
-        with self.lock:
-            if self.next >= len(self.checked) or self.error:
-                return
-        kr = self.kr
-        try:
-            # the drainer (block=False) must never wait for a slot: it frees them
-            slot = kr._take_slot(self.timeout, block=block)
-        except BaseException as exc:
-            self.stop_all(exc)
-            return
-        if slot is None:
-            with self.lock:
-                self.starved_count += 1
-            self.starved.set()
-            return
-        with self.lock:
-            i: int | None = self.next
-            if self.next < len(self.checked) and not self.error:
-                self.next += 1
-            else:
-                i = None
-        if i is None:
-            kr._give_back(slot)
-            return
-        try:
-            fut = kr._start(slot, *self.checked[i])
-        except BaseException as exc:
-            self.stop_all(exc)
-            return
-        fut.add_done_callback(lambda f, i=i: self.finished(i, f))
-
-    def finished(self, i: int, fut: Future) -> None:
-        exc = fut.exception()
-        if exc is not None:
-            self.stop_all(exc)
-            return
-        self.results[i] = fut.result()
-        with self.lock:
-            self.left -= 1
-            last = self.left == 0
-        if last:
-            self.stop_all()
-        else:
-            self.start_next(False)
 
 
 class KernelRing:
@@ -231,7 +112,8 @@ class KernelRing:
 
         self._k = ffi.NULL
         self._bpf: Any = None
-        self._closed = False
+        self._slots = Slots(requests, self._closed_error)
+        self._inherited = False
         # bit 63 marks internal requests; the random token keeps other rings' boot
         # requests (this process's or another's) from being taken for ours
         boot_ud = lib.SK_UD_INTERNAL | (secrets.randbits(48) << 8) | 1
@@ -242,15 +124,10 @@ class KernelRing:
             self._bpf.cleanup()
             self._bpf = None
             raise
-        self._cv = threading.Condition(threading.Lock())
-        self._free = list(range(requests - 1, -1, -1))
-        self._futures: dict[int, Future] = {}
-        self._users = 0                   # threads inside a native call on the ring
         self._drainer = threading.Thread(target=self._drain, name=f"sakura-drain-{self.fd}",
                                          daemon=True)
         self._drainer.start()
         self._creator = os.getpid()
-        self._inherited = False
         _fork.track(self)
 
     def _closed_error(self) -> RingClosed:
@@ -262,10 +139,7 @@ class KernelRing:
         """In a fork() child (fork.py): the SQ, the maps and the handler's attachment are
         the parent's; the child must neither push requests nor detach anything."""
         self._inherited = True
-        self._closed = True
-        self._cv = threading.Condition(threading.Lock())
-        self._users = 0
-        self._futures = {}
+        self._slots.after_fork_in_child()
         if self._bpf is not None:
             _fork.forget_bpf(self._bpf)
 
@@ -303,7 +177,7 @@ class KernelRing:
         start of the request's buffer (e->r->in_len bytes). Returns a Future of a
         HandlerResult. Waits up to `timeout` seconds for a free request slot (RingFull)."""
         cargs, view = self._check_request(args, data)
-        slot = self._take_slot(timeout)
+        slot = self._slots.take(timeout)
         return self._start(slot, cargs, view)
 
     submit = call           # Ring's word for it
@@ -313,48 +187,30 @@ class KernelRing:
         memory (spinning spin_us, then a futex) and collects it itself: no other thread
         hands the result over."""
         cargs, view = self._check_request(args, data)
-        slot = self._take_slot(timeout)
+        slots = self._slots
+        slot = slots.take(timeout)
         self._start(slot, cargs, view, future=False)
         end = None if timeout is None else time.monotonic() + timeout
-        k = self._enter()
+        k = slots.enter(self._k)
         try:
             while True:
                 left = 0.05 if end is None else min(0.05, end - time.monotonic())
                 if left > 0 and lib.sk_kr_wait(k, slot, self._spin_ns, int(left * 1e9)) == 0:
                     break
-                if self._closed:
+                if slots.closed:
                     raise RingClosed("the KernelRing was closed before this request finished")
                 if end is not None and time.monotonic() >= end:
-                    fut: Future = Future()  # from now on the drainer reports it
-                    fut.set_running_or_notify_cancel()
-                    with self._cv:
-                        self._futures[slot] = fut
+                    slots.watch(slot)       # from now on the drainer reports it
                     if not lib.sk_kr_abandon(k, slot):
                         raise TimeoutError(f"the kernel handler did not finish within {timeout} s")
-                    with self._cv:          # it finished just now, and it is ours
-                        self._futures.pop(slot, None)
+                    slots.forget(slot)      # it finished just now, and it is ours
                     break
             res = self._result(slot)
             lib.sk_kr_release(k, slot)
-            self._give_back(slot)
+            slots.give_back(slot)
             return res
         finally:
-            self._leave()
-
-    def _enter(self):
-        """Native calls on the ring happen between _enter and _leave, so that close() frees
-        nothing under a thread still using it."""
-        with self._cv:
-            if self._closed:
-                raise self._closed_error()
-            self._users += 1
-            return self._k
-
-    def _leave(self) -> None:
-        with self._cv:
-            self._users -= 1
-            if not self._users:
-                self._cv.notify_all()
+            slots.leave()
 
     def map(self, requests, *, window: int | None = None,
             timeout: float | None = None) -> list[HandlerResult]:
@@ -372,15 +228,15 @@ class KernelRing:
             checked.append(self._check_request(tuple(args), data))
         if not checked:
             return []
-        return _Batch(self, checked, timeout).run(window)
+        return Batch(self._slots, self._start, checked, timeout).run(window)
 
     async def call_async(self, *args: int, data: bytes = b"",
                          timeout: float | None = None) -> HandlerResult:
         """call() for asyncio: waits for a slot without blocking the loop."""
         cargs, view = self._check_request(args, data)
-        slot = self._take_slot(0, block=False)
+        slot = self._slots.take(0, block=False)
         if slot is None:
-            slot = await asyncio.get_running_loop().run_in_executor(None, self._take_slot, timeout)
+            slot = await asyncio.get_running_loop().run_in_executor(None, self._slots.take, timeout)
         fut = self._start(slot, cargs, view)
         return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
 
@@ -401,38 +257,9 @@ class KernelRing:
         if len(view) > self.layout.buf_size:
             raise ValueError(f"data is {len(view)} bytes; a request buffer holds "
                              f"{self.layout.buf_size} (KernelRing(buffer_size=...))")
-        if self._closed:
+        if self._slots.closed:
             raise self._closed_error()
         return [a & 0xFFFF_FFFF_FFFF_FFFF for a in args], view
-
-    @overload
-    def _take_slot(self, timeout: float | None, block: Literal[True] = ...) -> int: ...
-
-    @overload
-    def _take_slot(self, timeout: float | None, block: bool) -> int | None: ...
-
-    def _take_slot(self, timeout: float | None, block: bool = True) -> int | None:
-        end = None if timeout is None else time.monotonic() + timeout
-        with self._cv:
-            while not self._free:
-                if self._closed:
-                    raise self._closed_error()
-                if not block:
-                    return None
-                left = None if end is None else end - time.monotonic()
-                if left is not None and left <= 0:
-                    raise RingFull(f"all {self.layout.reqs} request slots stayed busy for "
-                                   f"{timeout} s (KernelRing(requests=...) sets how many)")
-                self._cv.wait(left)
-            if self._closed:
-                raise self._closed_error()
-            return self._free.pop()
-
-    def _give_back(self, slot: int) -> None:
-        """A request slot taken and not (or no longer) used goes back to the free list."""
-        with self._cv:
-            self._free.append(slot)
-            self._cv.notify()
 
     @overload
     def _start(self, slot: int, cargs: list, view: memoryview,
@@ -443,21 +270,17 @@ class KernelRing:
                future: Literal[False]) -> None: ...
 
     def _start(self, slot: int, cargs: list, view: memoryview, future: bool = True) -> Future | None:
-        fut = None
-        if future:
-            fut = _SlotFuture()
-            fut.slot = slot
-            fut.set_running_or_notify_cancel()
-            with self._cv:
-                self._futures[slot] = fut
+        """The one place a request starts: its slot (taken) is filled and a start NOP
+        pushed. On failure the slot goes back."""
+        slots = self._slots
+        fut = slots.watch(slot) if future else None
         args = ffi.new("uint64_t[]", cargs) if cargs else ffi.NULL
         data = ffi.from_buffer(view)
         delay = 0.0001
         try:
-            k = self._enter()
+            k = slots.enter(self._k)
         except RingClosed:
-            with self._cv:
-                self._futures.pop(slot, None)
+            slots.forget(slot)
             raise
         try:
             while True:
@@ -465,16 +288,13 @@ class KernelRing:
                 if rc >= 0:
                     return fut
                 # the SQ is shared with the handlers: the SQPOLL thread empties it
-                if rc != -errno.EBUSY or self._closed:
-                    with self._cv:
-                        self._futures.pop(slot, None)
-                        self._free.append(slot)
-                        self._cv.notify()
+                if rc != -errno.EBUSY or slots.closed:
+                    slots.give_back(slot)
                     raise OSError(-rc, f"KernelRing: starting a request failed: {os.strerror(-rc)}")
                 time.sleep(delay)
                 delay = min(delay * 2, 0.01)
         finally:
-            self._leave()
+            slots.leave()
 
     def variables(self, fut: Future, first: int = 0, count: int = 1) -> list[int] | None:
         """Handler variables v[first:first+count] of the running request `fut` (from
@@ -483,8 +303,9 @@ class KernelRing:
         _check_int("first", first, 0, N_VARS - 1, ValueError)
         _check_int("count", count, 1, N_VARS - first, ValueError)
         slot = getattr(fut, "slot", None)
-        with self._cv:
-            if self._closed or slot is None or self._futures.get(slot) is not fut:
+        slots = self._slots
+        with slots.cv:
+            if slots.closed or slot is None or slots.futures.get(slot) is not fut:
                 return None
             v = lib.sk_kr_req(self._k, slot).v
             return [v[i] for i in range(first, first + count)]
@@ -500,17 +321,18 @@ class KernelRing:
                 continue
             if n < 0:
                 if n != -ESHUTDOWN:
-                    self._fail_all(OSError(-n, f"KernelRing drainer: {os.strerror(-n)}"))
+                    self._slots.fail_all(OSError(-n, f"KernelRing drainer: {os.strerror(-n)}"))
                 return
             futs = []
-            with self._cv:
+            slots = self._slots
+            with slots.cv:
                 for i in range(n):
                     slot = out[i]
                     res = self._result(slot)
                     lib.sk_kr_req(k, slot).state = FREE
-                    self._free.append(slot)
-                    futs.append((self._futures.pop(slot, None), res))
-                self._cv.notify(n)
+                    slots.free.append(slot)
+                    futs.append((slots.futures.pop(slot, None), res))
+                slots.cv.notify(n)
             for fut, res in futs:
                 if fut is not None:
                     fut.set_result(res)
@@ -521,20 +343,11 @@ class KernelRing:
         return HandlerResult(r.result, ffi.buffer(lib.sk_kr_buf(self._k, slot) + r.out_off,
                                                   r.out_len)[:])
 
-    def _fail_all(self, exc: Exception) -> None:
-        with self._cv:
-            futs = list(self._futures.values())
-            self._futures.clear()
-            self._cv.notify_all()
-        for fut in futs:
-            if not fut.done():
-                fut.set_exception(exc)
-
     # ---- state ------------------------------------------------------------------------
 
     def stats(self) -> dict:
         """Counters: the handler side (BPF) and the application side (drainer)."""
-        if self._closed:
+        if self._slots.closed:
             raise self._closed_error()
         st = ffi.new("struct sk_kring_stats *")
         lib.sk_kr_stats(self._k, st)
@@ -547,7 +360,7 @@ class KernelRing:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._slots.closed
 
     def close(self) -> None:
         """Stop: pending Futures fail with RingClosed; the program is detached and the
@@ -558,9 +371,11 @@ class KernelRing:
                 lib.sk_kr_free(self._k)   # munmap + close(ring fd): the parent's ring lives on
                 self._k = ffi.NULL
             return
-        if self._closed:
+        slots = getattr(self, "_slots", None)
+        if slots is None or slots.closed:    # (None: __init__ failed before the ring existed)
             return
-        self._closed = True
+        with slots.cv:
+            slots.closed = True
         if self._k != ffi.NULL:
             end = time.monotonic() + 5
             while lib.sk_kr_stop(self._k) == -errno.EBUSY and time.monotonic() < end:
@@ -569,10 +384,8 @@ class KernelRing:
             if self._drainer.is_alive():
                 raise RuntimeError("KernelRing: the drainer did not stop (the SQPOLL thread "
                                    "consumed nothing for 5 s)")
-        self._fail_all(RingClosed("the KernelRing was closed before this request finished"))
-        with self._cv:                    # run() callers leave their wait within 50 ms
-            self._cv.notify_all()
-            self._cv.wait_for(lambda: not self._users, 5)
+        slots.fail_all(RingClosed("the KernelRing was closed before this request finished"))
+        slots.wait_unused(5)
         if self._bpf is not None:
             self._bpf.cleanup()           # detach first: no handler runs on a freed ring
             self._bpf = None
