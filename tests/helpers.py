@@ -1,5 +1,7 @@
 """Helpers shared by the test modules."""
 import os
+import signal
+import subprocess
 
 import sakura_uring as su
 
@@ -8,6 +10,48 @@ def open_fds() -> set[str]:
     """This process's fds. Check a leak with `not open_fds() - before`: an fd an earlier
     test left to the garbage collector may close meanwhile, and that is no leak."""
     return set(os.listdir("/proc/self/fd"))
+
+
+def spawn(cmd, **kw) -> subprocess.Popen:
+    """A process in a process group of its own, for end()."""
+    return subprocess.Popen(cmd, start_new_session=True, **kw)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (from /proc/PID/task/*/children), deepest last."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except FileNotFoundError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except FileNotFoundError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def end(proc: subprocess.Popen) -> None:
+    """SIGKILL a spawn()ed process, its group and every process below it (fio's job
+    processes call setsid(), so the group alone misses them): one left behind would load
+    the machine for every test after it."""
+    below = descendants(proc.pid)       # before the kill: then they are reparented
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pid in below:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
 
 
 def assert_pools_full(ring: su.Ring) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cat_steps, links_traced, trace_cli, trace_json
+from helpers import cat_steps, end, links_traced, spawn, trace_cli, trace_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "sakura_uring.cli", "trace"]
@@ -92,7 +92,7 @@ def tracer_children(pid: int) -> list[int]:
 
 
 def test_sigterm_ends_the_command_and_still_prints_the_summary(data_file):
-    tr = subprocess.Popen([*CLI, "--", *workload(data_file, 120)], stdout=subprocess.PIPE,
+    tr = spawn([*CLI, "--", *workload(data_file, 120)], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -105,7 +105,7 @@ def test_sigterm_ends_the_command_and_still_prints_the_summary(data_file):
         tr.send_signal(signal.SIGTERM)
         out, err = tr.communicate(timeout=60)
     finally:
-        tr.kill()
+        end(tr)
     assert tr.returncode == 128 + signal.SIGTERM, err
     assert "Summary" in out and cat_steps()[0] in out, out
     assert not any(Path(f"/proc/{k}").exists() for k in kids), "the command was left running"
@@ -113,7 +113,7 @@ def test_sigterm_ends_the_command_and_still_prints_the_summary(data_file):
 
 def test_sigint_while_compiling_leaves_no_command_behind(tmp_path):
     marker = tmp_path / "ran"
-    tr = subprocess.Popen([*CLI, "--", "sh", "-c", f"touch {marker}; sleep 60"],
+    tr = spawn([*CLI, "--", "sh", "-c", f"touch {marker}; sleep 60"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         kids = []
@@ -124,7 +124,7 @@ def test_sigint_while_compiling_leaves_no_command_behind(tmp_path):
         tr.send_signal(signal.SIGINT)
         out, err = tr.communicate(timeout=120)
     finally:
-        tr.kill()
+        end(tr)
     assert tr.returncode == 128 + signal.SIGINT, err
     assert "before tracing began" in err
     assert not marker.exists(), "the command ran untraced"
@@ -132,7 +132,7 @@ def test_sigint_while_compiling_leaves_no_command_behind(tmp_path):
 
 
 def test_a_closed_pipe_ends_it_quietly(data_file):
-    tr = subprocess.Popen([*CLI, "-i", "0.2", "--", *workload(data_file, 60)],
+    tr = spawn([*CLI, "-i", "0.2", "--", *workload(data_file, 60)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         first = tr.stdout.readline()          # then close it, as `| head -1` does
@@ -141,7 +141,7 @@ def test_a_closed_pipe_ends_it_quietly(data_file):
         tr.wait(60)
         err = tr.stderr.read().decode()
     finally:
-        tr.kill()
+        end(tr)
     assert first and tr.returncode == 128 + signal.SIGPIPE
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert not any(Path(f"/proc/{k}").exists() for k in kids)
@@ -182,14 +182,13 @@ def test_without_capabilities_it_says_so():
 
 def test_a_pid_is_traced_with_intervals_that_add_up(data_file):
     # runs until killed: under emulation (the kernel matrix) attaching takes seconds
-    proc = subprocess.Popen(workload(data_file, 120))
+    proc = spawn(workload(data_file, 120))
     try:
         time.sleep(1.0)
         s, intervals, out = trace_json("-p", proc.pid, "-i", "0.5", "-d", "2.7")
         table = trace_cli("-p", proc.pid, "-i", "0.5", "-d", "2.7", timeout=60)
     finally:
-        proc.kill()
-        proc.wait()
+        end(proc)
     assert out.returncode == 0 and table.returncode == 0, out.stderr
     # >= 2 intervals + the summary (5 here; under emulation attaching takes part of the
     # 2.7 s: 1.7 s once left only one interval in the 7.2 guest)
@@ -202,15 +201,14 @@ def test_a_pid_is_traced_with_intervals_that_add_up(data_file):
 
 
 def test_a_thread_id_means_its_process(data_file):
-    proc = subprocess.Popen(workload(data_file, 120, thread=True), stdout=subprocess.PIPE,
+    proc = spawn(workload(data_file, 120, thread=True), stdout=subprocess.PIPE,
                             text=True)
     try:
         tid = int(proc.stdout.readline())
         assert tid != proc.pid
         s, _, out = trace_json("-p", tid, "-d", 1.5)
     finally:
-        proc.kill()
-        proc.wait()
+        end(proc)
     assert out.returncode == 0, out.stderr
     assert s["pid"] == proc.pid and s["requests"] > 0, s
 
@@ -228,13 +226,12 @@ def test_children_are_followed_unless_told_not_to(data_file):
 
 
 def test_everything_gives_a_row_per_process(data_file):
-    proc = subprocess.Popen(workload(data_file, 120))
+    proc = spawn(workload(data_file, 120))
     try:
         time.sleep(1.0)
         s, _, out = trace_json("-a", "-d", 1.5)
     finally:
-        proc.kill()
-        proc.wait()
+        end(proc)
     assert out.returncode == 0, out.stderr
     assert s["pid"] == 0
     row = s["procs"].get(str(proc.pid))

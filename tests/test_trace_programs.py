@@ -12,7 +12,7 @@ import pytest
 from sakura_uring.trace.dispatch import kernel_macros
 from sakura_uring.trace.report import bucket
 
-from helpers import links_traced, trace_json
+from helpers import end, links_traced, spawn, trace_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
@@ -67,6 +67,14 @@ def test_timeouts_of_known_length_land_in_their_bucket(uring_work):
     assert bucket(11) == (1024, 2047) and bucket(1) == (0, 1) and bucket(2) == (2, 3)
 
 
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def fio(tmp_path, *extra) -> list[str]:
     """fio reading a 4 MiB file (made by it) through its io_uring engine, 2 jobs."""
     data = tmp_path / "fio.data"
@@ -103,7 +111,7 @@ def test_fio_is_counted_exactly(tmp_path, mode):
 def test_fio_already_running_is_traced_by_pid_with_its_jobs(tmp_path):
     """-p on fio's parent after its jobs were forked: the jobs are found in /proc."""
     # runs until killed: under emulation compiling the tracer alone can take 30 s
-    proc = subprocess.Popen(fio(tmp_path, "--time_based", "--runtime=600"))
+    proc = spawn(fio(tmp_path, "--time_based", "--runtime=600"))
     try:
         deadline = time.monotonic() + 30
         kids = []
@@ -113,8 +121,10 @@ def test_fio_already_running_is_traced_by_pid_with_its_jobs(tmp_path):
         assert len(kids) >= 2, "fio did not fork its jobs"
         s, _, out = trace_json("-p", proc.pid, "-d", 2)
     finally:
-        proc.kill()
-        proc.wait()
+        end(proc)
+    # fio's jobs (each in a session of its own) are gone too: left running, they loaded
+    # the machine for 10 minutes of later tests
+    assert not [k for k in kids if running(int(k))], kids
     assert out.returncode == 0, out.stderr
     rows = {int(p): r for p, r in s["procs"].items()}
     busy = [p for p, r in rows.items() if r["done"]]
