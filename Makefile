@@ -31,11 +31,17 @@ test: setup matrix-debs typecheck
 typecheck: $(VENV)/.mypy
 	$(VPY) -m mypy sakura_uring
 
+# what `bench chains` measures the chains against (never a runtime dependency): the PyPI
+# liburing binding (its 2026 releases die of SIGILL at import on this CPU kind) and aiofiles
+$(VENV)/.peers: $(VPY)
+	$(VPY) -m pip install -q "liburing==2024.5.3" "aiofiles>=23"
+	@touch $@
+
 $(VENV)/.mypy: $(VPY)
 	$(VPY) -m pip install -q "mypy>=1.5"
 	@touch $@
 
-bench: setup
+bench: setup $(VENV)/.peers
 	$(VPY) -m sakura_uring.bench chains
 	$(VPY) -m sakura_uring.bench steps
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -33,8 +34,9 @@ class LoopBridge:
         self.efd: int | None = None
         self._loops: dict = {}
         # (loop, Future) of callers told RingFull; the ring looks at it per completion, so
-        # a plain attribute (room_freed() only when it is not empty)
-        self.room_waiters: list = []
+        # a plain attribute (room_freed() only when it is not empty); a deque, because each
+        # completion wakes one of them (all at once made 10,000 waiters retry per completion)
+        self.room_waiters: deque = deque()
         self._lock = threading.Lock()
 
     # -- the coroutine ----------------------------------------------------------------
@@ -54,11 +56,18 @@ class LoopBridge:
             room = self.wait_room(loop)
             try:
                 st = ops.publish(chain, timeout, aio=(loop, fut))
+                room.cancel()       # not needed: a completion skips it (wakes the next one)
                 break
             except RingFull:
                 if ops.inflight():
-                    await room
+                    try:
+                        await room
+                    except asyncio.CancelledError:
+                        if room.done() and not room.cancelled():
+                            self.room_freed()    # woken, then cancelled: pass the room on
+                        raise
                 else:               # only the SQ is short: the SQPOLL thread frees it alone
+                    room.cancel()
                     ops.progress()
                     await asyncio.sleep(0)
         try:
@@ -145,9 +154,30 @@ class LoopBridge:
         return fut
 
     def room_freed(self) -> None:
-        waiters, self.room_waiters = self.room_waiters, []
-        for loop, fut in waiters:
-            _deliver_into(loop, fut, None, None)
+        """A chain completed and gave its room back: wake one waiter that still waits
+        (in its loop; one that stopped waiting meanwhile passes the wakeup on)."""
+        waiters = self.room_waiters
+        while waiters:
+            try:
+                loop, fut = waiters.popleft()
+            except IndexError:              # another thread took the last one
+                return
+            if fut.done():                  # cancelled: its owner published, or gave up
+                continue
+            try:
+                if in_loop(loop):
+                    self._wake(fut)
+                else:
+                    loop.call_soon_threadsafe(self._wake, fut)
+                return
+            except RuntimeError:            # its loop is closed: try the next one
+                continue
+
+    def _wake(self, fut) -> None:
+        if fut.done():                      # cancelled after we chose it: the next one
+            self.room_freed()
+        else:
+            fut.set_result(None)
 
     @staticmethod
     def deliver(aio, result, error) -> None:

@@ -2,6 +2,7 @@
 import os
 import signal
 import subprocess
+import time
 
 import sakura_uring as su
 
@@ -52,6 +53,18 @@ def end(proc: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     proc.wait()
+    deadline = time.monotonic() + 30       # dying takes a while under emulation
+    while any(running(p) for p in below) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def running(pid: int) -> bool:
+    """pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def assert_pools_full(ring: su.Ring) -> None:

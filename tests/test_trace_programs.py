@@ -12,7 +12,7 @@ import pytest
 from sakura_uring.trace.dispatch import kernel_macros
 from sakura_uring.trace.report import bucket
 
-from helpers import end, links_traced, spawn, trace_json
+from helpers import end, links_traced, running, spawn, trace_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
@@ -65,14 +65,6 @@ def test_timeouts_of_known_length_land_in_their_bucket(uring_work):
     assert not any(n for (lo, hi), n in hist.items() if hi < 1024), hist    # none too early
     assert hist.get((1024, 2047), 0) >= 100, hist
     assert bucket(11) == (1024, 2047) and bucket(1) == (0, 1) and bucket(2) == (2, 3)
-
-
-def running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def fio(tmp_path, *extra) -> list[str]:
