@@ -4,6 +4,7 @@ The cause that was found: a reap woken by the eventfd consumed the eventfd's cou
 stopped after one batch of 256 CQEs that completed no chain, leaving CQEs in the ring that no
 later signal would announce. Each case fails on that code within its time."""
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -142,3 +143,43 @@ def test_waiting_for_room_needs_no_poll():
         assert_pools_full(ring)
         waiters = ring._aio.room_waiters
         assert not waiters or all(f.done() for _, f in waiters)
+
+
+def test_a_completion_wakes_the_next_waiter_that_still_waits(tmp_path):
+    """A completion wakes one run_async waiter (all at once made 10,000 waiters retry per
+    completion); one cancelled meanwhile is skipped, so the room reaches the next one."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with su.Ring(64, slots=1) as ring:
+        def cat():
+            c = Chain()
+            f = c.openat("/etc/hostname")
+            d = c.read(f, 16)
+            c.close(f)
+            return c, d
+
+        async def main():
+            hold = Chain()
+            f = hold.openat(str(fifo))          # blocks in the kernel until a writer opens
+            hold.read(f, 1)
+            hold.close(f)
+            a = asyncio.ensure_future(ring.run_async(hold))
+            await asyncio.sleep(0.3)            # a holds the ring's only slot
+            (cb, _), (cc, dc) = cat(), cat()
+            b = asyncio.ensure_future(ring.run_async(cb))
+            c = asyncio.ensure_future(ring.run_async(cc))
+            await asyncio.sleep(0.3)
+            assert not b.done() and not c.done() and len(ring._aio.room_waiters) == 2
+            b.cancel()
+            await asyncio.sleep(0)
+            w = os.open(fifo, os.O_WRONLY)      # lets a's open and read finish
+            os.write(w, b"x")
+            os.close(w)
+            assert (await asyncio.wait_for(a, 10)).ok
+            res = await asyncio.wait_for(c, 10)
+            assert res[dc].data == open("/etc/hostname", "rb").read()[:16]
+            assert b.cancelled()
+
+        asyncio.run(main())
+        assert_pools_full(ring)
+        assert not ring._aio.room_waiters
