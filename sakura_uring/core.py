@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 
-from ._native import ffi
 from .errors import InheritedAfterFork, RingClosed
 
 
@@ -31,7 +30,3 @@ class RingCore:
         self.inherited = True
         self.closing = True
         self.lock = threading.Lock()     # a thread of the parent may have held it at fork
-
-    @property
-    def live(self) -> bool:
-        return self.r != ffi.NULL

@@ -98,9 +98,7 @@ class Reaper:
                 st.future.set_result(result)
         if st.aio is not None:
             LoopBridge.deliver(st.aio, result, error)
-        if self._followers:
-            with self._cv:
-                self._cv.notify_all()
+        self.wake_followers()
 
     def _release(self) -> None:
         self.lock.release()

@@ -224,7 +224,10 @@ MODELS = [
     Model("[files] asyncio: run_async, all at once, SQPOLL", model_async_files, files=True),
     Model("[files] asyncio: aiofiles, all at once", model_aiofiles_files, "aiofiles", files=True),
 ]
-PLAIN, THIN, PLAIN_FILES = MODELS[0].name, MODELS[1].name, MODELS[12].name
+# the references each row is compared with: the first model of its kind in the table
+PLAIN = MODELS[0].name
+THIN = next(m.name for m in MODELS if m.needs == "thin")
+PLAIN_FILES = next(m.name for m in MODELS if m.files)
 
 
 def _counter():
