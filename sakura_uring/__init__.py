@@ -12,18 +12,20 @@ chain up from shared memory without a system call.
         chain.close(f)
         print(ring.run(chain)[data].data)
 """
-from .chain import BufferStep, Chain, Fixed, Link, Step
+from .chain import BufferStep, Chain, Fixed, Link, Param, Step
 from .errors import (ChainError, InheritedAfterFork, IoUringUnavailable, RingClosed, RingFull,
                      SakuraError, StepFailed, StepTimedOut, UnsupportedOperation)
 from .ops import OPS
 from .probe import Engine, KernelProbe, engines, probe
 from .result import ChainResult, StepResult, Statx
+from .maps import MapResult
 from .ring import Ring, sakura_call
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Ring", "Chain", "Link", "Fixed", "Step", "BufferStep", "ChainResult", "StepResult",
+    "Ring", "Chain", "Link", "Fixed", "Step", "BufferStep", "Param", "ChainResult",
+    "StepResult", "MapResult",
     "Statx", "sakura_call", "probe", "KernelProbe", "engines", "Engine", "OPS", "SakuraError",
     "IoUringUnavailable", "ChainError", "UnsupportedOperation", "RingClosed", "RingFull",
     "StepFailed", "StepTimedOut", "InheritedAfterFork",

@@ -40,14 +40,14 @@ class LoopBridge:
         self._lock = threading.Lock()
 
     # -- the coroutine ----------------------------------------------------------------
-    async def run(self, chain, timeout: float | None):
+    async def run(self, chain, timeout: float | None, values: dict | None = None):
         loop = self._loop_here() or asyncio.get_running_loop()
         self.attach(loop)
         fut = loop.create_future()
         ops = self._ops
         while True:
             try:
-                st = ops.publish(chain, timeout, aio=(loop, fut))
+                st = ops.publish(chain, timeout, aio=(loop, fut), values=values)
                 break
             except RingFull:
                 pass
@@ -55,7 +55,7 @@ class LoopBridge:
             # before the retry, so a completion between the refusal and the wait is not missed.
             room = self.wait_room(loop)
             try:
-                st = ops.publish(chain, timeout, aio=(loop, fut))
+                st = ops.publish(chain, timeout, aio=(loop, fut), values=values)
                 room.cancel()       # not needed: a completion skips it (wakes the next one)
                 break
             except RingFull:

@@ -8,6 +8,10 @@ bad input never reaches the kernel) and returns a typed handle:
                 when the chain is laid, so every step that names it sees the same number)
     BufferStep  a read/recv/statx whose bytes land in a buffer; write/send take it as data
     Step        any other step, for indexing results: result[handle]
+    Param       a value given when the chain runs (Chain.param): a path, an fd, an offset,
+                a read's length or the bytes to write, bound by the native layer into the
+                step at each run, so one chain serves many files (Ring.run(chain, name=v),
+                Ring.map(chain, rows))
 
 Handles are made only by the library, and a chain trusts none of their fields: it finds
 the step a handle names in its own records (by identity), so a forged or edited handle is
@@ -30,6 +34,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from . import ops as _ops
 from ._native import ffi
+from ._native import lib as _lib
 from .errors import ChainError
 
 MAX_RW = 0x7FFFF000          # the kernel's MAX_RW_COUNT: one read/write moves at most this
@@ -69,6 +74,14 @@ _OPS = _ops.BY_NAME
 
 FD_NONE, FD_PLAIN, FD_LOCAL_SLOT, FD_RING_SLOT = 0, 1, 2, 3
 ADDR_VALUE, ADDR_ARENA, ADDR_BUFFER = 0, 1, 2
+# what a Param is bound to (enum in _native/shim.h, taken from the compiler)
+BIND_PATH, BIND_FD, BIND_OFF, BIND_LEN, BIND_DATA = (
+    _lib.SK_BIND_PATH, _lib.SK_BIND_FD, _lib.SK_BIND_OFF, _lib.SK_BIND_LEN, _lib.SK_BIND_DATA)
+MAX_PARAMS = 255
+# the kind of value each binding takes; a Param used twice must take one kind
+_BIND_KIND = {BIND_PATH: "path", BIND_FD: "fd", BIND_OFF: "offset", BIND_LEN: "length",
+              BIND_DATA: "data"}
+_RESERVED = frozenset({"timeout", "block", "window", "chain"})   # run()/map() keywords
 TIMEOUT_NONE, TIMEOUT_REL, TIMEOUT_ABS = 0, 1, 2
 
 
@@ -126,6 +139,28 @@ class BufferStep(Step):
         self.exact = exact   # a short result is a failure, so the bytes are all there
 
 
+class Param:
+    """A placeholder for a value given at each run (made by Chain.param).
+
+    Where a step takes a path (openat, statx), a file (an fd), an offset (read, write), a
+    read's length (with max_length=) or data (write, send), a Param may stand instead;
+    Ring.run(chain, name=value) and Ring.map(chain, rows) give the values. `kind` is what
+    it was used as: "path", "fd", "offset", "length" or "data"."""
+    __slots__ = ("chain", "name", "index", "kind", "limit")
+
+    def __init__(self, chain, name: str, index: int, key=None):
+        if key is not _KEY:
+            raise TypeError("a Param is made by Chain.param(name), not by hand")
+        self.chain = chain
+        self.name = name
+        self.index = index
+        self.kind: str | None = None
+        self.limit = MAX_RW          # a length: at most its read's buffer
+
+    def __repr__(self) -> str:
+        return f"<Param {self.name!r} ({self.kind or 'unused'})>"
+
+
 _H = TypeVar("_H", bound=Step)   # _add gives back the handle it was given
 
 
@@ -169,6 +204,9 @@ class Frozen:
     links: tuple                 # step index -> the Link it was laid with to the next
     slot_fill_pos: tuple         # local slot -> SQE position of the step that fills it
     slot_close_pos: tuple        # local slot -> SQE positions of steps that close it
+    params: tuple = ()           # the chain's Params, by index
+    binds: tuple = ()            # (step, BIND_*, param index), sorted by step
+    sized: tuple = ()            # (step, param index) whose length is the value's
     cdata: Any = field(default=None, repr=False)      # native views, made by the ring
 
 
@@ -267,6 +305,10 @@ class Chain:
         self._ring_seen: dict[int, Fixed] = {}
         self._pins: list = []
         self._frozen: dict[bool, Frozen] = {}
+        self._params: list[Param] = []
+        self._names: dict[str, Param] = {}
+        self._binds: list[tuple[int, int, int]] = []
+        self._sized: list[tuple[int, int, bool]] = []   # (step, param, exact): length per run
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -278,6 +320,37 @@ class Chain:
     @property
     def steps(self) -> list[Step]:
         return [s.handle for s in self._steps]
+
+    def param(self, name: str) -> Param:
+        """A value given at each run instead of now: `p = chain.param("path")`, then
+        `chain.openat(p)` and `ring.run(chain, path=b"/etc/hostname")` or
+        `ring.map(chain, [b"/a", b"/b"])`. The chain is laid with the value bound in by
+        the native layer, at the cost of a prepared chain (nothing is rebuilt)."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise TypeError(f"a Param's name must be a Python identifier, not {name!r}")
+        if name in _RESERVED:
+            raise ChainError(f"{name!r} is a keyword of run()/map(); name the Param otherwise")
+        if name in self._names:
+            raise ChainError(f"the chain already has a Param named {name!r}")
+        if len(self._params) >= MAX_PARAMS:
+            raise ChainError(f"a chain takes at most {MAX_PARAMS} Params")
+        p = Param(self, name, len(self._params), _KEY)
+        self._params.append(p)
+        self._names[name] = p
+        return p
+
+    @property
+    def params(self) -> list[Param]:
+        return list(self._params)
+
+    def _bind(self, p: Param, what: int) -> Param:
+        """Check that `p` is this chain's and may stand for a `what` (_add records it)."""
+        if p.chain is not self or p.index >= len(self._params) or self._params[p.index] is not p:
+            raise ChainError(f"{p!r} belongs to another chain")
+        kind = _BIND_KIND[what]
+        if p.kind not in (None, kind):
+            raise ChainError(f"{p!r} is already used as a {p.kind}; a Param is one kind of value")
+        return p
 
     # -- argument kinds ------------------------------------------------------------
     def _own(self, h: Step, what: str) -> _StepInfo:
@@ -292,7 +365,9 @@ class Chain:
             raise ChainError(f"{what} {h!r} is not a handle this chain made (was it changed?)")
         return steps[idx]
 
-    def _file(self, f, what: str = "file") -> tuple[int, int]:
+    def _file(self, f, what: str = "file") -> tuple[int, Any]:
+        if isinstance(f, Param):
+            return FD_PLAIN, self._bind(f, BIND_FD)
         if isinstance(f, Fixed):
             if f.ring is not None:
                 if not f.ring.is_registered(f):
@@ -322,7 +397,9 @@ class Chain:
         self._arena += data
         return off
 
-    def _path(self, path) -> int:
+    def _path(self, path):
+        if isinstance(path, Param):
+            return self._bind(path, BIND_PATH)
         if not isinstance(path, (str, bytes, os.PathLike)):
             raise TypeError(f"path must be str, bytes or os.PathLike, not {type(path).__name__}")
         raw = os.fsencode(path)
@@ -334,10 +411,16 @@ class Chain:
             raise ChainError(f"path is {len(raw)} bytes; Linux paths are at most {MAX_PATH}")
         return self._put(raw + b"\0")
 
-    def _data(self, data) -> tuple[int, int, int]:
-        """-> (addr_kind, addr, length)."""
+    def _data(self, data) -> tuple:
+        """-> (addr_kind, addr, length); a Param stands in for both addr and length."""
+        if isinstance(data, Param):
+            p = self._bind(data, BIND_DATA)
+            return ADDR_VALUE, p, p
         if isinstance(data, BufferStep):
             info = self._own(data, "data")
+            if info.length < 0:
+                raise ChainError(f"{data!r} reads a Param's length, which a link cannot carry "
+                                 f"to the step that sends it; give the read a fixed length")
             if not info.exact and info.op.name != "read":
                 raise ChainError(
                     f"{data!r} may come back short, and a link cannot carry the byte count: "
@@ -377,6 +460,12 @@ class Chain:
         if timeout is not None:
             timeout = _check_timeout(timeout)
         op = _OPS[name]
+        binds = None
+        if Param in (type(fd), type(addr), type(off), type(len)):
+            binds, fd, addr, off, len, length = self._binds_of(handle.index, fd, addr, off, len,
+                                                               length)
+            if addr_kind == ADDR_ARENA:
+                addr_kind = ADDR_VALUE     # the native layer points it into the values
         # link, timeout kind and timeout ns are patched in by _freeze
         packed = _pack(op.opcode, 0, fd_kind, addr_kind, fd, len, op_flags, off, addr, addr2,
                        file_index, fd2, fd2_kind, addr2_kind, 0, 0, mode, 0)
@@ -390,9 +479,40 @@ class Chain:
             self._buffers.append(buf_len)
         self._packed.append(packed)
         self._steps.append(_StepInfo(op, handle, length, buffer, fills, closes, exact, timeout))
+        if binds:
+            step = handle.index
+            assert step is not None          # a step's own handle has its index
+            for what, p in binds:
+                p.kind = _BIND_KIND[what]
+                self._binds.append((step, what, p.index))
+                if what in (BIND_LEN, BIND_DATA):
+                    self._sized.append((step, p.index, exact))
         if self._frozen:
             self._frozen.clear()
         return handle
+
+    def _binds_of(self, step, fd, addr, off, len, length):
+        """The Params among a step's fields -> ([(BIND_*, Param)], the fields with 0 for
+        each Param). A Param in both addr and len is data; in addr alone, a path."""
+        binds = []
+        if type(fd) is Param:
+            binds.append((BIND_FD, fd))
+            fd = 0
+        if type(addr) is Param:
+            what = BIND_DATA if addr is len else BIND_PATH
+            binds.append((what, addr))
+            if what == BIND_DATA:
+                len = length = -1
+            addr = 0
+        if type(off) is Param:
+            binds.append((BIND_OFF, off))
+            off = 0
+        if type(len) is Param:
+            binds.append((BIND_LEN, len))
+            len, length = len.limit, -1
+        for what, p in binds:      # before anything is recorded: a refused step takes nothing
+            self._bind(p, what)
+        return binds, fd, addr, off, 0 if len == -1 else len, length
 
     def _next(self) -> int:
         n = len(self._steps)
@@ -436,36 +556,60 @@ class Chain:
                          addr_kind=ADDR_ARENA, addr=addr, op_flags=flags & ~os.O_CLOEXEC,
                          mode=mode, file_index=slot, fills=slot)
 
-    def read(self, file, length: int, offset: int = 0, *, exact: bool = False,
-             timeout: float | None = None) -> BufferStep:
+    def read(self, file, length, offset=0, *, exact: bool = False,
+             timeout: float | None = None, max_length: int | None = None) -> BufferStep:
         """Read up to `length` bytes at `offset` (-1: the file position) into a buffer.
 
         Like os.read, a short read is not an error: the step's data is what was read, its
         `short` is set and the chain goes on. exact=True makes a short read a failure that
         cancels the rest of a Link.SOFT chain; a read whose buffer a later write/send of
-        this chain uses is exact by itself (stale bytes are never sent)."""
+        this chain uses is exact by itself (stale bytes are never sent).
+        `length` may be a Param: then max_length (the buffer's size) is required and each
+        run's length must be at most that."""
         kind, fd = self._file(file)
-        if type(length) is not int or not 0 <= length <= MAX_RW:
+        size = length
+        if isinstance(length, Param):
+            self._bind(length, BIND_LEN)
+            if max_length is None:
+                raise ChainError(f"read(length={length!r}) needs max_length=: the size of the "
+                                 f"buffer every run's length must fit")
+            size = _check_int("max_length", max_length, 0, MAX_RW)
+            if exact:
+                raise ChainError("exact=True needs a fixed length (a Param length is checked "
+                                 "per run only as `short`)")
+        elif max_length is not None:
+            raise ChainError("max_length= goes with a Param length only")
+        elif type(length) is not int or not 0 <= length <= MAX_RW:
             _check_int("length", length, 0, MAX_RW)
-        if type(offset) is not int or not -1 <= offset < 2**63:
-            _check_int("offset", offset, -1, 2**63 - 1)
+        if isinstance(offset, Param):
+            off = self._bind(offset, BIND_OFF)
+        else:
+            if type(offset) is not int or not -1 <= offset < 2**63:
+                _check_int("offset", offset, -1, 2**63 - 1)
+            off = offset & _U64
         _check_bool("exact", exact)
         buf = len(self._buffers)
-        return self._add("read", BufferStep(self, self._next(), "read", buf, length, exact, _KEY),
+        if isinstance(length, Param):
+            length.limit = min(length.limit, size)   # before _add: it packs the limit
+        return self._add("read", BufferStep(self, self._next(), "read", buf, size, exact, _KEY),
                          timeout, fd_kind=kind, fd=fd, addr_kind=ADDR_BUFFER, addr=buf,
-                         len=length, off=offset & _U64, length=length, buffer=buf,
-                         buf_len=length, exact=exact)
+                         len=length, off=off, length=size, buffer=buf, buf_len=size,
+                         exact=exact)
 
     def write(self, file, data, offset: int = 0, *, timeout: float | None = None) -> Step:
         """Write bytes, or the buffer a read/recv step of this chain filled, at `offset`.
         A short write is a failure."""
         kind, fd = self._file(file)
-        if type(offset) is not int or not -1 <= offset < 2**63:
-            _check_int("offset", offset, -1, 2**63 - 1)
+        if isinstance(offset, Param):
+            off = self._bind(offset, BIND_OFF)
+        else:
+            if type(offset) is not int or not -1 <= offset < 2**63:
+                _check_int("offset", offset, -1, 2**63 - 1)
+            off = offset & _U64
         timeout = _check_timeout(timeout)
         akind, addr, length = self._data(data)
         return self._add("write", Step(self, self._next(), "write", _KEY), timeout, fd_kind=kind,
-                         fd=fd, addr_kind=akind, addr=addr, len=length, off=offset & _U64,
+                         fd=fd, addr_kind=akind, addr=addr, len=length, off=off,
                          length=length, exact=True)
 
     def close(self, file, *, timeout: float | None = None) -> Step:
@@ -570,6 +714,8 @@ class Chain:
                flags: int = 0, timeout: float | None = None) -> Step:
         """Move `length` bytes between two files, one of which is a pipe, inside the
         kernel. Offsets are -1 for a pipe (or to use the file position)."""
+        if isinstance(file_in, Param):
+            raise ChainError("splice takes a Param as file_out only")
         kin, fin = self._file(file_in, "file_in")
         kout, fout = self._file(file_out, "file_out")
         _check_int("off_in", off_in, -1, 2**63 - 1)
@@ -685,6 +831,7 @@ class Chain:
             links=tuple(Link(v) for v in links),
             steps=tuple(self._steps), pins=tuple(self._pins),
             chain=self, soft=self.link is Link.SOFT,
-            slot_fill_pos=tuple(fill_pos), slot_close_pos=tuple(tuple(c) for c in close_pos))
+            slot_fill_pos=tuple(fill_pos), slot_close_pos=tuple(tuple(c) for c in close_pos),
+            params=tuple(self._params), binds=tuple(self._binds), sized=tuple(self._sized))
         self._frozen[deadline] = fz
         return fz

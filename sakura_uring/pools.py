@@ -14,13 +14,15 @@ from .chain import _KEY, MAX_STEPS, Fixed, Frozen
 from .errors import ChainError
 
 _EMPTY = ()
+REGION_KEEP = 256 << 20       # a map's output region larger than this is not kept
+_raw = ffi.new_allocator(should_clear_after_alloc=False)   # every byte is written first
 
 
 class Lease:
     """One chain between publish and completion: what it holds of the pools, and, once
     it has completed, what it gave."""
     __slots__ = ("fz", "tag", "slots", "pool_bufs", "buf_addrs", "keep", "ts", "res",
-                 "result", "error", "done", "future", "aio")
+                 "result", "error", "done", "future", "aio", "row")
 
     def __init__(self, fz, tag, slots, pool_bufs, buf_addrs, keep, ts, res, future, aio):
         self.fz = fz
@@ -36,6 +38,7 @@ class Lease:
         self.done = False
         self.future = future        # submit()'s Future, or None
         self.aio = aio              # run_async's (loop, Future), or None
+        self.row = None             # the values of a parameterized run (params.Rows)
 
 
 class Pools:
@@ -53,6 +56,7 @@ class Pools:
                           for i in range(buffers)]
         self._tag_arrays: list[Any] = [_EMPTY] * (max_chains + 1)
         self.registered: dict[int, Fixed] = {}     # register_file() handles by slot
+        self._region: Any = None                      # a map's output memory, kept warm
         self._generation = 0
         # what sk_submit_chain reads besides the chain (only during the call, under the lock)
         self.scratch_slots = ffi.new("int32_t[]", max(slots, 1))
@@ -117,6 +121,33 @@ class Pools:
         if pool_bufs:
             self.free_bufs.extend(reversed(pool_bufs))
         self.free_tags.append(tag)
+
+    def take_many(self, ntags: int, nslots: int) -> tuple[list, list] | None:
+        """A map's window: ntags tags and ntags * nslots slots, or None (no room yet)."""
+        if len(self.free_tags) < ntags or len(self.free_slots) < ntags * nslots:
+            return None
+        tags = [self.free_tags.pop() for _ in range(ntags)]
+        slots = [self.free_slots.pop() for _ in range(ntags * nslots)]
+        return tags, slots
+
+    def take_region(self, size: int):
+        """Memory for a map's bytes: the kept region when it is large enough (its pages
+        are already mapped), else a new one."""
+        r = self._region
+        if r is not None and ffi.sizeof(r) >= size:
+            self._region = None
+            return r
+        return _raw("char[]", size)
+
+    def give_region(self, region) -> None:
+        """Keep the largest region a finished map gave back (at most REGION_KEEP bytes)."""
+        size = ffi.sizeof(region)
+        if size <= REGION_KEEP and (self._region is None or ffi.sizeof(self._region) < size):
+            self._region = region
+
+    def give_back_many(self, tags: list, slots: list) -> None:
+        self.free_slots.extend(reversed(slots))
+        self.free_tags.extend(reversed(tags))
 
     # -- files registered for good (caller holds the lock) --------------------------------
     def register(self, r, fd: int, ring) -> Fixed:

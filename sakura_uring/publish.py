@@ -9,6 +9,7 @@ import time
 import weakref
 
 from . import ops as _ops
+from . import params as _params
 from ._native import ffi, lib
 from .chain import Chain, Frozen, _check_timeout, _timeout_ns
 from .core import RingCore
@@ -17,6 +18,7 @@ from .pools import Lease, Pools, _next_pow2
 from .probe import direct_missing, probe
 from .reaper import Reaper
 
+_NULL = ffi.NULL
 # sk_submit_chain's "nothing was laid" answers
 _NOT_LAID = (-errno.EBUSY, -errno.EINVAL, -errno.EEXIST, -errno.ERANGE)
 
@@ -31,7 +33,8 @@ class Publisher:
         self._kernel = probe()
         self.supported = self._kernel.opcodes   # a test narrows it to fake an old kernel
 
-    def publish(self, chain: Chain, timeout, block: bool, future=None, aio=None) -> Lease:
+    def publish(self, chain: Chain, timeout, block: bool, future=None, aio=None,
+                values: dict | None = None) -> Lease:
         if not isinstance(chain, Chain):
             raise TypeError(f"expected a sakura_uring.Chain, not {type(chain).__name__}")
         core = self._core
@@ -41,13 +44,16 @@ class Publisher:
         self._validate(fz)
         if fz.cdata is None:
             fz.cdata = _native_views(fz)
+        row = None
+        if values or fz.params:
+            row = _params.row(fz, values or {})
         deadline = time.monotonic_ns() + _timeout_ns(t) if t is not None else 0
         pools = self._pools
         while True:
             with core.lock:
                 core.check_open()
                 if pools.room(fz.nslots):
-                    st = self.lay(fz, deadline, future, aio)
+                    st = self.lay(fz, deadline, future, aio, row)
                     if st is not None:
                         break
             if not block:
@@ -81,7 +87,7 @@ class Publisher:
             if not self._pools.holds(h):
                 raise ChainError(f"{h!r} was unregistered")
 
-    def lay(self, fz: Frozen, deadline: int, future, aio) -> Lease | None:
+    def lay(self, fz: Frozen, deadline: int, future, aio, row=None) -> Lease | None:
         """Lease the chain its tag, slots and buffers and lay it (caller holds the lock).
         None: the SQ has no room yet. If anything fails before the kernel has the chain,
         the lease goes back."""
@@ -89,10 +95,16 @@ class Publisher:
         st = pools.lease(fz, future, aio)
         try:
             self._reaper.track(st)
-            steps, arena, buf_len = fz.cdata
+            steps, arena, buf_len, binds = fz.cdata
+            if row is None:
+                vals, varena, varena_len = _params.NO_VALUES, _params.NO_ARENA, 0
+            else:
+                vals, varena, varena_len = row.words, row.arena, row.arena_len
+                st.row = row           # the kernel reads the values arena: keep it alive
             args = (self._core.r, steps, fz.nsteps, fz.nslots, pools.scratch_slots,
                     len(fz.buffers), pools.scratch_addr, pools.scratch_idx, buf_len, arena,
-                    len(fz.arena), st.ts, fz.ntimeouts, deadline, st.tag, fz.total, st.res)
+                    len(fz.arena), st.ts, fz.ntimeouts, deadline, st.tag, fz.total, st.res,
+                    binds, len(fz.binds), vals, varena, varena_len)
         except BaseException:       # e.g. KeyboardInterrupt: nothing was laid
             self._unlay(st)
             raise
@@ -140,6 +152,8 @@ class Publisher:
 
 
 def _native_views(fz: Frozen) -> tuple:
-    """What sk_submit_chain reads of a frozen chain: its steps, arena and buffer lengths."""
+    """What sk_submit_chain reads of a frozen chain: its steps, arena, buffer lengths and
+    the binds of its Params."""
+    binds = ffi.new("struct sk_bind[]", [(s, w, p) for s, w, p in fz.binds]) if fz.binds else _NULL
     return (ffi.from_buffer("struct sk_step[]", fz.packed), ffi.from_buffer(fz.arena),
-            ffi.new("uint32_t[]", list(fz.buffers) or [0]))
+            ffi.new("uint32_t[]", list(fz.buffers) or [0]), binds)

@@ -27,9 +27,11 @@ class Reaper:
         self._core = core
         self._pools = pools
         self._aio = aio
-        self._spin_ns = spin_ns
+        self.spin_ns = spin_ns
         self.pending: dict[int, Lease] = {}     # tag -> chain laid and not yet complete
-        self._tags = ffi.new("uint32_t[]", TAGS_MAX)
+        self.maps: set = set()                  # maps.MapRun running (close() cancels them)
+        self.maps_waiting = 0                   # maps that want to reap: a leader yields
+        self.tags = ffi.new("uint32_t[]", TAGS_MAX)
         self.lock = threading.Lock()            # consuming the CQ
         self._cv = threading.Condition(threading.Lock())
         self._followers = 0
@@ -53,13 +55,17 @@ class Reaper:
     # -- consuming the CQ --------------------------------------------------------------------
     def reap(self, timeout_ns: int) -> int:
         """Consume CQEs (caller holds `lock`); complete the chains that finished."""
-        n = lib.sk_reap(self._core.r, timeout_ns, self._spin_ns, self._tags, TAGS_MAX)
+        n = lib.sk_reap(self._core.r, timeout_ns, self.spin_ns, self.tags, TAGS_MAX)
         if n < 0:
             raise OSError(-n, f"waiting for completions: {os.strerror(-n)}")
-        tags = self._tags
+        self.complete(n)
+        return n
+
+    def complete(self, n: int) -> None:
+        """Complete the first n chains of `tags` (sk_reap's or sk_map_run's)."""
+        tags = self.tags
         for i in range(n):
             self._complete(tags[i])
-        return n
 
     def _complete(self, tag: int) -> None:
         st = self.pending.pop(tag)
@@ -84,7 +90,8 @@ class Reaper:
         self._pools.give_back(st)
         if self._aio.room_waiters:     # a check per completion, a call only when needed
             self._aio.room_freed()
-        self.deliver(st, ChainResult(fz, vals, datas), None)
+        lengths = st.row.lengths(0) if st.row is not None else None
+        self.deliver(st, ChainResult(fz, vals, datas, lengths), None)
 
     def deliver(self, st: Lease, result, error) -> None:
         st.result = result
@@ -100,7 +107,7 @@ class Reaper:
             LoopBridge.deliver(st.aio, result, error)
         self.wake_followers()
 
-    def _release(self) -> None:
+    def release(self) -> None:
         self.lock.release()
         # a CQE that landed after our last look must not go unnoticed by others
         if self._aio.efd is not None and not self._core.closed:   # a loop is attached
@@ -121,14 +128,14 @@ class Reaper:
     def reap_or_follow(self, done, slice_ns: int, *, once: bool = False) -> None:
         """Leader/follower: reap until done() (or one round, with once=True) if nobody
         else is reaping; otherwise sleep until the reaper delivers something or lets go."""
-        if self.lock.acquire(False):
+        if not self.maps_waiting and self.lock.acquire(False):
             try:
                 while not done():
                     self.reap(slice_ns)
-                    if once:
+                    if once or self.maps_waiting:   # a map reaps for everyone: yield to it
                         break
             finally:
-                self._release()
+                self.release()
         else:
             with self._cv:
                 self._followers += 1
@@ -176,10 +183,10 @@ class Reaper:
                 return
             if self.lock.acquire(timeout=0.01):
                 try:
-                    while self._futures_pending and not core.closing:
+                    while self._futures_pending and not core.closing and not self.maps_waiting:
                         self.reap(SLICE_NS)
                 finally:
-                    self._release()
+                    self.release()
 
     # -- the end -------------------------------------------------------------------------------
     def stop_completer(self) -> None:

@@ -98,13 +98,21 @@ class ChainResult:
 
     Built lazily from the raw CQE results: a caller that only checks `.ok` or reads one
     step's data pays for nothing else."""
-    __slots__ = ("_fz", "_vals", "_datas", "_steps")
+    __slots__ = ("_fz", "_vals", "_datas", "_steps", "_lengths")
 
-    def __init__(self, fz, vals: list, datas: dict):
+    def __init__(self, fz, vals: list, datas: dict, lengths: dict | None = None):
         self._fz = fz          # chain.Frozen: where each step's result sits in `vals`
         self._vals = vals      # raw CQE results, in SQE order (timeouts included)
         self._datas = datas    # step index -> bytes
+        self._lengths = lengths  # step -> the length this run asked for (Params), or None
         self._steps: list[StepResult] | None = None
+
+    def _length(self, i: int) -> int:
+        """What step i was asked to move in this run."""
+        lengths = self._lengths
+        if lengths is not None and i in lengths:
+            return lengths[i]
+        return self._fz.steps[i].length
 
     @property
     def steps(self) -> list[StepResult]:
@@ -113,6 +121,7 @@ class ChainResult:
             out = []
             prev = None
             soft = fz.links
+            sized_exact = {step for step, _, exact in fz.sized if exact}
             for i, info in enumerate(fz.steps):
                 r = vals[fz.step_pos[i]]
                 tp = fz.timeout_pos[i]
@@ -121,9 +130,9 @@ class ChainResult:
                 # (-EALREADY, -ENOENT) when the step was running in an io-wq worker; the
                 # step then returns what the interrupted call gave (EINTR, ERESTARTSYS...).
                 timed_out = tp >= 0 and vals[tp] != _ECANCELED and r < 0
-                short = 0 <= r < info.length
+                short = 0 <= r < self._length(i)
                 sr = StepResult(i, info.op.name, r, self._datas.get(i), short, timed_out,
-                                i in fz.exact)
+                                i in fz.exact or i in sized_exact)
                 if (prev is not None and prev.short and prev.exact and r == _ECANCELED
                         and soft[i - 1] == 1):
                     prev.broke_chain = True
@@ -141,8 +150,12 @@ class ChainResult:
         if self._steps is None:
             vals = self._vals
             if min(vals) >= 0:   # fast path: every CQE succeeded, nothing was cancelled
-                for pos, length in self._fz.exact_pos:
+                fz = self._fz
+                for pos, length in fz.exact_pos:
                     if vals[pos] < length:
+                        return False
+                for step, _, exact in fz.sized:
+                    if exact and vals[fz.step_pos[step]] < self._length(step):
                         return False
                 return True
         return self.failed_step is None
@@ -185,7 +198,7 @@ class ChainResult:
                     "linked chain)" if s.broke_chain else "")
             raise StepFailed(errno.EIO if s.op == "write" else errno.ECANCELED,
                              f"step {s.index} ({s.op}) moved {s.res} bytes, fewer than the "
-                             f"{self._fz.steps[s.index].length} it must{then}", s)
+                             f"{self._length(s.index)} it must{then}", s)
         raise StepFailed(s.error.errno or errno.EIO, str(s.error.strerror), s)
 
     def __repr__(self) -> str:

@@ -23,6 +23,7 @@ from .chain import MAX_FD, Chain, Fixed, _check_bool, _check_int
 from .core import RingCore
 from .errors import ChainError, IoUringUnavailable, RingClosed
 from .pools import Lease, Pools, _next_pow2
+from .maps import MapOps, MapRun
 from .publish import Publisher
 from .reaper import Reaper
 from .result import ChainResult
@@ -103,11 +104,13 @@ class Ring:
         self._pools = Pools(r, slots, buffers, buffer_size, max_chains)
         self._aio = LoopBridge(RingOps(
             register_eventfd=self._register_eventfd, drain=lambda: self._reaper.drain(),
-            publish=lambda chain, timeout, aio: self._pub.publish(chain, timeout, False, aio=aio),
+            publish=lambda chain, timeout, aio, values=None: self._pub.publish(
+                chain, timeout, False, aio=aio, values=values),
             cancel=lambda st: self._pub.cancel(st),
             progress=lambda: self._pub.make_progress(), inflight=lambda: self.inflight))
         self._reaper = Reaper(core, self._pools, self._aio, spin_us * 1000)
         self._pub = Publisher(self, core, self._pools, self._reaper, self.sq_entries)
+        self._map_ops = MapOps(core, self._pools, self._reaper, self._pub)
         _fork.track(self)
 
     # -- context management -------------------------------------------------------
@@ -123,12 +126,13 @@ class Ring:
                 f"buffers={self.buffers}x{self.buffer_size} {state}>")
 
     # -- running chains -----------------------------------------------------------
-    def run(self, chain: Chain, *, timeout: float | None = None) -> ChainResult:
+    def run(self, chain: Chain, *, timeout: float | None = None, **values) -> ChainResult:
         """Lay `chain` into the ring and block until every step has completed.
 
         timeout: seconds for the whole chain (overrides Chain(timeout=...)); enforced in
-        the kernel, so the steps still running at the deadline come back cancelled."""
-        st = self._pub.publish(chain, timeout, True)
+        the kernel, so the steps still running at the deadline come back cancelled.
+        values: one per Param of the chain (Chain.param), by name."""
+        st = self._pub.publish(chain, timeout, True, values=values)
         try:
             self._reaper.wait(st)
         except BaseException:
@@ -138,12 +142,35 @@ class Ring:
             raise st.error
         return st.result
 
-    def map(self, chains, *, window: int | None = None,
-            timeout: float | None = None) -> list[ChainResult]:
+    def map(self, chains, rows=None, *, window: int | None = None,
+            timeout: float | None = None):
         """Run many chains with up to `window` of them in flight at once (default: a
         quarter of the SQ); returns their results in the order given (KernelRing.map is
-        the same for requests)."""
+        the same for requests).
+
+        map(chain, rows): one chain with Params run once per row (a dict of values by
+        Param name, or the value itself when the chain has one Param), all of it in one
+        native loop that lays runs, reaps them and writes their results and bytes
+        straight into one MapResult (see maps.py)."""
+        if rows is not None or isinstance(chains, Chain):
+            if not isinstance(chains, Chain):
+                raise TypeError(f"map(chain, rows) takes one Chain with Params, not "
+                                f"{type(chains).__name__}")
+            if rows is None:
+                raise ChainError("map(chain, rows) needs the rows: one value (or dict of "
+                                 "values) per run")
+            return MapRun(self._map_ops, chains, rows, window, timeout).run()
         return list(self.imap(chains, window=window, timeout=timeout))
+
+    async def map_async(self, chain: Chain, rows, *, window: int | None = None,
+                        timeout: float | None = None):
+        """asyncio: await map(chain, rows). The native loop runs in the loop's default
+        executor (it holds the GIL only between its slices), so the event loop keeps
+        serving while thousands of runs are in flight."""
+        import asyncio
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, lambda: self.map(chain, rows, window=window, timeout=timeout))
 
     run_many = map          # the first name, kept
 
@@ -173,17 +200,18 @@ class Ring:
         return st.result
 
     def submit(self, chain: Chain, *, timeout: float | None = None,
-               block: bool = True) -> Future:
+               block: bool = True, **values) -> Future:
         """Lay `chain` into the ring and return a concurrent.futures.Future of its
         ChainResult. block=False raises RingFull instead of waiting for room."""
         fut: Future = Future()
         fut.set_running_or_notify_cancel()
-        self._pub.publish(chain, timeout, block, future=fut)
+        self._pub.publish(chain, timeout, block, future=fut, values=values)
         return fut
 
-    async def run_async(self, chain: Chain, *, timeout: float | None = None) -> ChainResult:
+    async def run_async(self, chain: Chain, *, timeout: float | None = None,
+                        **values) -> ChainResult:
         """asyncio: await the ChainResult; the loop is woken by an eventfd, never polls."""
-        return await self._aio.run(chain, timeout)
+        return await self._aio.run(chain, timeout, values)
 
     # -- files registered for good ----------------------------------------------------
     def register_file(self, file) -> Fixed:
@@ -262,6 +290,8 @@ class Ring:
             core.closing = True
             for st in list(reaper.pending.values()):
                 lib.sk_cancel_pending(core.r, st.tag, st.fz.total, st.res)
+            for run in list(reaper.maps):
+                lib.sk_map_cancel(core.r, run.m)
             lib.sk_wake(core.r)
         reaper.stop_completer()
         deadline = time.monotonic() + 2.0

@@ -12,8 +12,9 @@ PKG = Path(__file__).resolve().parents[1] / "sakura_uring"
 LAYERS = [
     ("foundations", ["errors", "ops", "resources", "fork", "_native", "trace.report"]),
     ("BPF environment", ["bpfenv"]),
-    ("probing, chains, results", ["probe", "chain", "result"]),
-    ("the link engine", ["core", "pools", "reaper", "publish", "ring", "aio", "__init__"]),
+    ("probing, chains, results", ["probe", "chain", "params", "result"]),
+    ("the link engine", ["core", "pools", "reaper", "publish", "maps", "ring", "aio",
+                         "__init__"]),
     ("kernel handlers, tracer", ["kernel", "trace"]),
     ("applications and tools", ["httpd", "bench", "cli", "matrix"]),
 ]

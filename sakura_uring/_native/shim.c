@@ -1,15 +1,16 @@
 /* sakura_uring native shim (compiled by cffi in API mode against liburing 2.3).
  *
  * Threading contract (enforced by sakura_uring/ring.py, not here):
- *   - one publisher at a time: sk_submit_chain, sk_cancel_pending, sk_wake, sk_lay_nops
- *     run under the ring's publish lock;
- *   - one reaper at a time: sk_reap runs under the ring's reap lock;
+ *   - one producer of SQEs at a time: every function that writes the SQ takes the ring's
+ *     sq_mu (Python also calls them under its publish lock, which is always taken first);
+ *   - one reaper at a time: sk_reap and sk_map_run run under the ring's reap lock;
  *   - the reaper never touches the SQ's private tail, so the two can run at once.
  * cffi releases the GIL around every call, so a blocking sk_reap never holds it. */
 #include <liburing.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,23 +29,32 @@
 
 enum { SK_LINK_NONE = 0, SK_LINK_SOFT = 1, SK_LINK_HARD = 2 };
 enum { SK_FD_NONE = 0, SK_FD_PLAIN = 1, SK_FD_LOCAL_SLOT = 2, SK_FD_RING_SLOT = 3 };
-enum { SK_ADDR_VALUE = 0, SK_ADDR_ARENA = 1, SK_ADDR_BUFFER = 2 };
+enum { SK_ADDR_VALUE = 0, SK_ADDR_ARENA = 1, SK_ADDR_BUFFER = 2, SK_ADDR_VALUES = 3 };
+#define SK_MAX_PATH 4095
 enum { SK_TIMEOUT_NONE = 0, SK_TIMEOUT_REL = 1, SK_TIMEOUT_ABS = 2 };
 #define SK_OP_BIND 56            /* IORING_OP_BIND (6.11), newer than liburing 2.3 */
 
-/* What one chain was given by Ring._lay: its slots, buffers and arena. */
+/* What one run of a chain was given: its slots, buffers, arena, and the values arena of
+   its Params (SK_ADDR_VALUES). */
 struct sk_given {
     unsigned nslots, nbufs, arena_len;
     const int32_t *slots;
     const uint64_t *buf_addr;
     const int32_t *buf_index;
     const uint32_t *buf_len;
+    const char *arena;
+    const char *varena;
+    uint64_t varena_len;
 };
+
+struct sk_map;
 
 struct sk_inflight {
     int32_t  *res;      /* NULL when this tag is not in flight */
     uint32_t  total;    /* SQEs (so CQEs) this chain posts */
     uint32_t  got;
+    struct sk_map *map; /* a run of a map: completed by map_complete, not handed to Python */
+    uint32_t  wslot;    /* its place in the map's window */
 };
 
 struct sk_ring {
@@ -56,6 +66,8 @@ struct sk_ring {
     struct sk_inflight *inflight;   /* indexed by tag, 1..max_chains */
     uint8_t *registered;            /* per slot: held by sk_register_slot */
     struct sk_stats stats;
+    pthread_mutex_t sq_mu;          /* one producer of SQEs at a time */
+    int mu_ready;
 };
 
 
@@ -75,6 +87,8 @@ struct sk_ring *sk_ring_new(unsigned entries, unsigned cq_entries, unsigned flag
 
     *err = 0;
     if (!r) { *err = -ENOMEM; return NULL; }
+    pthread_mutex_init(&r->sq_mu, NULL);
+    r->mu_ready = 1;
     /* Nice-to-have flags first (5.18/5.19); an older kernel refuses them with EINVAL. */
     unsigned optional = IORING_SETUP_SUBMIT_ALL |
                         ((flags & IORING_SETUP_SQPOLL) ? 0 : IORING_SETUP_COOP_TASKRUN);
@@ -146,6 +160,7 @@ void sk_ring_free(struct sk_ring *r)
     if (r->buf_mem) munmap(r->buf_mem, r->buf_len);
     free(r->inflight);
     free(r->registered);
+    if (r->mu_ready) pthread_mutex_destroy(&r->sq_mu);
     free(r);
 }
 
@@ -186,11 +201,12 @@ static int fd_of(uint8_t kind, int32_t v, const int32_t *slots)
     return kind == SK_FD_LOCAL_SLOT ? slots[v] : v;
 }
 
-static void *addr_of(uint8_t kind, uint64_t v, const uint64_t *buf_addr, const char *arena)
+static void *addr_of(uint8_t kind, uint64_t v, const struct sk_given *g)
 {
     switch (kind) {
-    case SK_ADDR_ARENA:  return (void *)(arena + v);
-    case SK_ADDR_BUFFER: return (void *)(uintptr_t)buf_addr[v];
+    case SK_ADDR_ARENA:  return (void *)(g->arena + v);
+    case SK_ADDR_VALUES: return (void *)(g->varena + v);
+    case SK_ADDR_BUFFER: return (void *)(uintptr_t)g->buf_addr[v];
     default:             return (void *)(uintptr_t)v;
     }
 }
@@ -211,15 +227,13 @@ int sk_known_ops(uint8_t *out, unsigned max)
     return (int)n;
 }
 
-static void prep_step(struct io_uring_sqe *sqe, const struct sk_step *s, const struct sk_given *g,
-                      const char *arena)
+static void prep_step(struct io_uring_sqe *sqe, const struct sk_step *s, const struct sk_given *g)
 {
     const int32_t *slots = g->slots;
-    const uint64_t *buf_addr = g->buf_addr;
     const int32_t *buf_index = g->buf_index;
     int fd = fd_of(s->fd_kind, s->fd, slots);
     int fixed = s->fd_kind == SK_FD_LOCAL_SLOT || s->fd_kind == SK_FD_RING_SLOT;
-    void *addr = addr_of(s->addr_kind, s->addr, buf_addr, arena);
+    void *addr = addr_of(s->addr_kind, s->addr, g);
     int target = s->file_index >= 0 ? slots[s->file_index] : -1;
     int regbuf = s->addr_kind == SK_ADDR_BUFFER ? buf_index[s->addr] : -1;
 
@@ -274,7 +288,7 @@ static void prep_step(struct io_uring_sqe *sqe, const struct sk_step *s, const s
         break;
     case IORING_OP_STATX:    /* addr = path, addr2 = statx buffer, len = mask */
         io_uring_prep_statx(sqe, AT_FDCWD, addr, (int)s->op_flags, s->len,
-                            addr_of(s->addr2_kind, s->addr2, buf_addr, arena));
+                            addr_of(s->addr2_kind, s->addr2, g));
         break;
     case IORING_OP_FSYNC:
         io_uring_prep_fsync(sqe, fd, s->op_flags);
@@ -291,7 +305,7 @@ static void prep_step(struct io_uring_sqe *sqe, const struct sk_step *s, const s
         io_uring_prep_rw(s->op, sqe, fd, addr, s->len, s->off);
         sqe->rw_flags = (int)s->op_flags;
         if (s->addr2_kind != SK_ADDR_VALUE || s->addr2)
-            sqe->addr2 = (uint64_t)(uintptr_t)addr_of(s->addr2_kind, s->addr2, buf_addr, arena);
+            sqe->addr2 = (uint64_t)(uintptr_t)addr_of(s->addr2_kind, s->addr2, g);
         if (target >= 0) __io_uring_set_target_fixed_file(sqe, (unsigned)target);
         break;
     }
@@ -325,6 +339,8 @@ static int addr_ok(const struct sk_ring *r, const struct sk_given *g, uint8_t ki
     case SK_ADDR_VALUE: return 1;    /* pinned data, or a value such as an offset */
     case SK_ADDR_ARENA:
         return v <= g->arena_len && need <= g->arena_len - v;
+    case SK_ADDR_VALUES:
+        return v <= g->varena_len && need <= g->varena_len - v;
     case SK_ADDR_BUFFER: {
         if (v >= g->nbufs || need > g->buf_len[v]) return 0;
         int32_t b = g->buf_index[v];
@@ -336,8 +352,16 @@ static int addr_ok(const struct sk_ring *r, const struct sk_given *g, uint8_t ki
     }
 }
 
-static int step_ok(const struct sk_ring *r, const struct sk_given *g, const struct sk_step *s,
-                   const char *arena)
+/* a path at arena[v]: its NUL inside the arena, at most SK_MAX_PATH bytes, not empty */
+static int path_ok(const char *arena, uint64_t len, uint64_t v)
+{
+    if (v >= len) return 0;
+    uint64_t room = len - v;
+    const char *nul = memchr(arena + v, 0, room < SK_MAX_PATH + 1 ? room : SK_MAX_PATH + 1);
+    return nul && nul != arena + v;
+}
+
+static int step_ok(const struct sk_ring *r, const struct sk_given *g, const struct sk_step *s)
 {
     if (!fd_ok(r, g, s->fd_kind, s->fd) || !fd_ok(r, g, s->fd2_kind, s->fd2)) return 0;
     if (s->file_index != -1 && (s->file_index < 0 || (unsigned)s->file_index >= g->nslots ||
@@ -354,10 +378,11 @@ static int step_ok(const struct sk_ring *r, const struct sk_given *g, const stru
         if (s->addr_kind == SK_ADDR_ARENA || s->addr_kind == SK_ADDR_BUFFER) need = 1;
         break;
     }
-    if (s->addr_kind == SK_ADDR_ARENA && (s->op == IORING_OP_OPENAT || s->op == IORING_OP_STATX)) {
-        /* a path: its NUL must be inside the arena */
-        if (s->addr >= g->arena_len || !memchr(arena + s->addr, 0, g->arena_len - s->addr))
-            return 0;
+    int path = s->op == IORING_OP_OPENAT || s->op == IORING_OP_STATX;
+    if (path && s->addr_kind == SK_ADDR_ARENA) {
+        if (!path_ok(g->arena, g->arena_len, s->addr)) return 0;
+    } else if (path && s->addr_kind == SK_ADDR_VALUES) {
+        if (!path_ok(g->varena, g->varena_len, s->addr)) return 0;
     } else if (!addr_ok(r, g, s->addr_kind, s->addr, need)) {
         return 0;
     }
@@ -384,35 +409,78 @@ static int submit_all(struct sk_ring *r)
     return ret;
 }
 
-int sk_submit_chain(struct sk_ring *r, const struct sk_step *steps, unsigned n,
-                    unsigned nslots, const int32_t *slots, unsigned nbufs,
-                    const uint64_t *buf_addr, const int32_t *buf_index, const uint32_t *buf_len,
-                    const char *arena, unsigned arena_len, struct __kernel_timespec *ts,
-                    unsigned nts_given, long long deadline_ns, uint32_t tag, unsigned total,
-                    int32_t *res)
+/* A Param's value put into a copy of its step. */
+static void bind_step(struct sk_step *s, const struct sk_bind *b, const uint64_t *row)
 {
-    if (tag == 0 || tag > r->max_chains || total > 0xffff) return -EINVAL;
-    if (r->inflight[tag].res) return -EEXIST;
-    struct sk_given g = { nslots, nbufs, arena_len, slots, buf_addr, buf_index, buf_len };
-    unsigned want_ts = 0;
-    for (unsigned i = 0; i < n; i++) {
-        if (!step_ok(r, &g, &steps[i], arena)) return -ERANGE;
-        want_ts += steps[i].timeout_kind != SK_TIMEOUT_NONE;
+    uint64_t a = row[2 * b->param], len = row[2 * b->param + 1];
+    switch (b->what) {
+    case SK_BIND_PATH:
+        s->addr_kind = SK_ADDR_VALUES;
+        s->addr = a;
+        break;
+    case SK_BIND_FD:
+        s->fd_kind = SK_FD_PLAIN;
+        s->fd = a > INT32_MAX ? -1 : (int32_t)a;   /* step_ok refuses -1 */
+        break;
+    case SK_BIND_OFF:
+        s->off = a;
+        break;
+    case SK_BIND_LEN:
+        s->len = a > UINT32_MAX ? UINT32_MAX : (uint32_t)a;   /* step_ok: <= its buffer */
+        break;
+    case SK_BIND_DATA:
+        s->addr_kind = SK_ADDR_VALUES;
+        s->addr = a;
+        s->len = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+        break;
+    default:
+        s->link = 0xff;                            /* step_ok refuses it */
     }
-    if (want_ts != nts_given || n + want_ts != total || (want_ts && !ts)) return -ERANGE;
-    /* All or nothing: never lay part of a chain. */
-    if (io_uring_sq_space_left(&r->ring) < total) return -EBUSY;
+}
 
-    struct sk_inflight *rec = &r->inflight[tag];
-    for (unsigned i = 0; i < total; i++) res[i] = SK_PENDING;
-    rec->total = total;
-    rec->got = 0;
+/* step i of a run: the chain's step with this run's values bound in; *b walks the binds */
+static const struct sk_step *bound(const struct sk_step *steps, unsigned i, const struct sk_bind **b,
+                                   const struct sk_bind *end, const uint64_t *row,
+                                   struct sk_step *tmp)
+{
+    if (*b == end || (*b)->step != i) return &steps[i];
+    *tmp = steps[i];
+    while (*b != end && (*b)->step == i) bind_step(tmp, (*b)++, row);
+    return tmp;
+}
 
+/* Every step of one run is valid against what the run was given: 1 yes, 0 no. */
+static int run_ok(const struct sk_ring *r, const struct sk_given *g, const struct sk_step *steps,
+                  unsigned n, const struct sk_bind *binds, unsigned nbinds, const uint64_t *row,
+                  unsigned *nts, unsigned *bad_step)
+{
+    const struct sk_bind *b = binds, *end = binds + nbinds;
+    struct sk_step tmp;
+    unsigned want = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (b != end && b->step < i) return 0;     /* binds must be sorted, in range */
+        const struct sk_step *s = bound(steps, i, &b, end, row, &tmp);
+        if (!step_ok(r, g, s)) { if (bad_step) *bad_step = i; return 0; }
+        want += s->timeout_kind != SK_TIMEOUT_NONE;
+    }
+    if (b != end) return 0;
+    *nts = want;
+    return 1;
+}
+
+/* Lay one checked run into the SQ (caller holds sq_mu and made sure of the room). */
+static unsigned lay_run(struct sk_ring *r, const struct sk_given *g, const struct sk_step *steps,
+                        unsigned n, const struct sk_bind *binds, unsigned nbinds,
+                        const uint64_t *row, struct __kernel_timespec *ts, long long deadline_ns,
+                        uint32_t tag)
+{
+    const struct sk_bind *b = binds, *end = binds + nbinds;
+    struct sk_step tmp;
     unsigned pos = 0, nts = 0;
     for (unsigned i = 0; i < n; i++) {
-        const struct sk_step *s = &steps[i];
+        const struct sk_step *s = bound(steps, i, &b, end, row, &tmp);
         struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
-        prep_step(sqe, s, &g, arena);
+        prep_step(sqe, s, g);
         sqe->user_data = ((uint64_t)tag << 16) | pos++;
         if (s->timeout_kind != SK_TIMEOUT_NONE) {
             /* A linked timeout binds to the SQE before it, which must therefore link. */
@@ -428,11 +496,44 @@ int sk_submit_chain(struct sk_ring *r, const struct sk_step *steps, unsigned n,
             tq->user_data = ((uint64_t)tag << 16) | pos++;
         }
     }
+    return pos;
+}
+
+int sk_submit_chain(struct sk_ring *r, const struct sk_step *steps, unsigned n,
+                    unsigned nslots, const int32_t *slots, unsigned nbufs,
+                    const uint64_t *buf_addr, const int32_t *buf_index, const uint32_t *buf_len,
+                    const char *arena, unsigned arena_len, struct __kernel_timespec *ts,
+                    unsigned nts_given, long long deadline_ns, uint32_t tag, unsigned total,
+                    int32_t *res, const struct sk_bind *binds, unsigned nbinds,
+                    const uint64_t *vals, const char *varena, uint64_t varena_len)
+{
+    if (tag == 0 || tag > r->max_chains || total > 0xffff) return -EINVAL;
+    if (r->inflight[tag].res) return -EEXIST;
+    struct sk_given g = { nslots, nbufs, arena_len, slots, buf_addr, buf_index, buf_len,
+                          arena, varena, varena_len };
+    unsigned want_ts = 0;
+    if (!run_ok(r, &g, steps, n, binds, nbinds, vals, &want_ts, NULL)) return -ERANGE;
+    if (want_ts != nts_given || n + want_ts != total || (want_ts && !ts)) return -ERANGE;
+    pthread_mutex_lock(&r->sq_mu);
+    /* All or nothing: never lay part of a chain. */
+    if (io_uring_sq_space_left(&r->ring) < total) {
+        pthread_mutex_unlock(&r->sq_mu);
+        return -EBUSY;
+    }
+    struct sk_inflight *rec = &r->inflight[tag];
+    for (unsigned i = 0; i < total; i++) res[i] = SK_PENDING;
+    rec->total = total;
+    rec->got = 0;
+    rec->map = NULL;
+    unsigned pos = lay_run(r, &g, steps, n, binds, nbinds, vals, ts, deadline_ns, tag);
     rec->res = res;      /* visible to the reaper before the kernel can post a CQE */
     io_uring_smp_mb();
     int ret = submit_all(r);
+    pthread_mutex_unlock(&r->sq_mu);
     return ret < 0 ? ret : (int)pos;
 }
+
+static void map_complete(struct sk_ring *r, struct sk_map *m, uint32_t wslot);
 
 static void process(struct sk_ring *r, uint32_t *tags, unsigned max_tags, unsigned *k, int *woken)
 {
@@ -452,9 +553,10 @@ static void process(struct sk_ring *r, uint32_t *tags, unsigned max_tags, unsign
         if (!rec->res || pos >= rec->total) continue;
         rec->res[pos] = cqes[i]->res;
         if (++rec->got == rec->total) {
-            tags[(*k)++] = tag;
             rec->res = NULL;
             r->stats.chains++;
+            if (rec->map) map_complete(r, rec->map, rec->wslot);
+            else tags[(*k)++] = tag;
         }
     }
     if (n) io_uring_cq_advance(&r->ring, n);
@@ -542,7 +644,7 @@ int sk_reap(struct sk_ring *r, long long timeout_ns, long long spin_ns,
     }
 }
 
-int sk_cancel_pending(struct sk_ring *r, uint32_t tag, unsigned total, const int32_t *res)
+static int cancel_locked(struct sk_ring *r, uint32_t tag, unsigned total, const int32_t *res)
 {
     unsigned n = 0;
     for (unsigned pos = 0; pos < total; pos++) {
@@ -558,15 +660,28 @@ int sk_cancel_pending(struct sk_ring *r, uint32_t tag, unsigned total, const int
     return ret < 0 ? ret : (int)n;
 }
 
+int sk_cancel_pending(struct sk_ring *r, uint32_t tag, unsigned total, const int32_t *res)
+{
+    pthread_mutex_lock(&r->sq_mu);
+    int ret = cancel_locked(r, tag, total, res);
+    pthread_mutex_unlock(&r->sq_mu);
+    return ret;
+}
+
 int sk_lay_nops(struct sk_ring *r, unsigned n, uint64_t user_data)
 {
-    if (io_uring_sq_space_left(&r->ring) < n) return -EBUSY;
-    for (unsigned i = 0; i < n; i++) {
-        struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
-        io_uring_prep_nop(sqe);
-        sqe->user_data = user_data;
+    pthread_mutex_lock(&r->sq_mu);
+    int ret = -EBUSY;
+    if (io_uring_sq_space_left(&r->ring) >= n) {
+        for (unsigned i = 0; i < n; i++) {
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+            io_uring_prep_nop(sqe);
+            sqe->user_data = user_data;
+        }
+        ret = submit_all(r);
     }
-    return submit_all(r);
+    pthread_mutex_unlock(&r->sq_mu);
+    return ret;
 }
 
 int sk_wake(struct sk_ring *r) { return sk_lay_nops(r, 1, SK_UD_WAKE); }
@@ -662,6 +777,225 @@ int sk_probe_direct(void)
     }
     io_uring_queue_exit(&ring);
     return ret;
+}
+
+/* ---- the map: one chain over many rows of values (Ring.map) ------------------------- */
+
+struct sk_map {
+    const struct sk_map_desc *d;
+    unsigned next;                  /* the next row to lay */
+    unsigned done, inflight;
+    int stopped;                    /* sk_map_cancel: lay no more */
+    int32_t *res;                   /* window * total: CQE results of each window place */
+    struct __kernel_timespec *ts;   /* window * ntimeouts: the kernel reads them when laid */
+    uint32_t *row_of;               /* window place -> the row it runs */
+    uint8_t *busy;                  /* window place in flight */
+    uint32_t *free_w;               /* free window places (a stack) */
+    unsigned nfree;
+    uint64_t *buf_addr;             /* the buffers of the row being laid */
+    int32_t *no_index;              /* nbufs of -1: a map's buffers are the caller's arrays */
+};
+
+void sk_map_free(struct sk_ring *r, struct sk_map *m)
+{
+    if (!m) return;
+    if (r && m->inflight) {         /* the caller broke the contract: never post into m */
+        for (unsigned w = 0; w < m->d->window; w++)
+            if (m->busy[w]) {
+                r->inflight[m->d->tags[w]].map = NULL;
+                r->inflight[m->d->tags[w]].res = NULL;
+            }
+    }
+    free(m->res); free(m->ts); free(m->row_of); free(m->busy); free(m->free_w);
+    free(m->buf_addr); free(m->no_index);
+    free(m);
+}
+
+struct sk_map *sk_map_new(struct sk_ring *r, const struct sk_map_desc *d, int *err)
+{
+    *err = -ERANGE;
+    /* the native layer trusts no index Python computed */
+    if (!d->n || !d->window || !d->count || d->n + d->ntimeouts != d->total ||
+        d->total > 0xffff || d->nparams > 255 || (d->nparams && !d->vals))
+        return NULL;
+    for (unsigned i = 0; i < d->nbinds; i++)
+        if (d->binds[i].param >= d->nparams || d->binds[i].step >= d->n) return NULL;
+    for (unsigned k = 0; k < d->nbufs; k++)
+        if (d->buf_off[k] > d->stride || d->buf_len[k] > d->stride - d->buf_off[k]) return NULL;
+    if (d->nbufs && !d->data_out) return NULL;
+    for (unsigned k = 0; k < d->nslots; k++) {
+        if (d->fill_pos[k] >= (int32_t)d->total || d->close_start[k] > d->close_start[k + 1])
+            return NULL;
+        for (unsigned c = d->close_start[k]; c < d->close_start[k + 1]; c++)
+            if (d->close_pos[c] >= d->total) return NULL;
+    }
+    for (unsigned w = 0; w < d->window; w++) {
+        uint32_t t = d->tags[w];
+        if (t == 0 || t > r->max_chains) return NULL;
+        if (r->inflight[t].res) { *err = -EEXIST; return NULL; }
+        for (unsigned k = 0; k < d->nslots; k++) {
+            int32_t sl = d->slots[w * d->nslots + k];
+            if (sl < 0 || (unsigned)sl >= r->slots || r->registered[sl]) return NULL;
+        }
+    }
+    *err = -ENOMEM;
+    struct sk_map *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->d = d;
+    m->res = calloc((size_t)d->window * d->total, sizeof *m->res);
+    m->ts = calloc((size_t)d->window * (d->ntimeouts ? d->ntimeouts : 1), sizeof *m->ts);
+    m->row_of = calloc(d->window, sizeof *m->row_of);
+    m->busy = calloc(d->window, 1);
+    m->free_w = calloc(d->window, sizeof *m->free_w);
+    m->buf_addr = calloc(d->nbufs ? d->nbufs : 1, sizeof *m->buf_addr);
+    m->no_index = calloc(d->nbufs ? d->nbufs : 1, sizeof *m->no_index);
+    if (!m->res || !m->ts || !m->row_of || !m->busy || !m->free_w || !m->buf_addr || !m->no_index) {
+        sk_map_free(NULL, m);
+        return NULL;
+    }
+    for (unsigned k = 0; k < d->nbufs; k++) m->no_index[k] = -1;
+    for (unsigned w = d->window; w-- > 0;) m->free_w[m->nfree++] = w;
+    *err = 0;
+    return m;
+}
+
+static void map_given(const struct sk_map *m, unsigned w, unsigned row, struct sk_given *g)
+{
+    const struct sk_map_desc *d = m->d;
+    for (unsigned k = 0; k < d->nbufs; k++)
+        m->buf_addr[k] = (uint64_t)(uintptr_t)(d->data_out + (uint64_t)row * d->stride + d->buf_off[k]);
+    *g = (struct sk_given){ d->nslots, d->nbufs, d->arena_len, d->slots + (size_t)w * d->nslots,
+                            m->buf_addr, m->no_index, d->buf_len, d->arena, d->varena,
+                            d->varena_len };
+}
+
+int sk_map_check(struct sk_ring *r, struct sk_map *m, unsigned *bad_step)
+{
+    const struct sk_map_desc *d = m->d;
+    struct sk_given g;
+    for (unsigned row = 0; row < d->count; row++) {
+        unsigned nts = 0;
+        map_given(m, 0, row, &g);
+        *bad_step = 0;
+        if (!run_ok(r, &g, d->steps, d->n, d->binds, d->nbinds,
+                    d->vals + (size_t)row * 2 * d->nparams, &nts, bad_step) ||
+            nts != d->ntimeouts)
+            return (int)row;
+    }
+    return -1;
+}
+
+/* caller holds sq_mu, and made sure of a free window place and the SQ's room */
+static void map_lay(struct sk_ring *r, struct sk_map *m, unsigned w, unsigned row)
+{
+    const struct sk_map_desc *d = m->d;
+    struct sk_given g;
+    map_given(m, w, row, &g);
+    uint32_t tag = d->tags[w];
+    struct sk_inflight *rec = &r->inflight[tag];
+    int32_t *res = m->res + (size_t)w * d->total;
+    for (unsigned i = 0; i < d->total; i++) res[i] = SK_PENDING;
+    rec->total = d->total;
+    rec->got = 0;
+    rec->map = m;
+    rec->wslot = w;
+    long long deadline = d->timeout_ns ? sk_now_ns() + d->timeout_ns : 0;
+    lay_run(r, &g, d->steps, d->n, d->binds, d->nbinds, d->vals + (size_t)row * 2 * d->nparams,
+            m->ts + (size_t)w * d->ntimeouts, deadline, tag);
+    rec->res = res;
+    m->row_of[w] = row;
+    m->busy[w] = 1;
+    m->inflight++;
+}
+
+/* from process(), under the reaper's lock: a run's last CQE arrived */
+static void map_complete(struct sk_ring *r, struct sk_map *m, uint32_t w)
+{
+    const struct sk_map_desc *d = m->d;
+    const int32_t *res = m->res + (size_t)w * d->total;
+    memcpy(d->res_out + (size_t)m->row_of[w] * d->total, res, d->total * sizeof *res);
+    /* slots a step filled and no step of the chain closed: empty them now */
+    for (unsigned k = 0; k < d->nslots; k++) {
+        int32_t fill = d->fill_pos[k];
+        if (fill < 0 || res[fill] < 0) continue;
+        int closed = 0;
+        for (unsigned c = d->close_start[k]; c < d->close_start[k + 1]; c++)
+            closed |= res[d->close_pos[c]] == 0;
+        if (!closed) {
+            int fd = -1;
+            io_uring_register_files_update(&r->ring, (unsigned)d->slots[w * d->nslots + k], &fd, 1);
+        }
+    }
+    m->busy[w] = 0;
+    m->free_w[m->nfree++] = w;
+    m->inflight--;
+    m->done++;
+}
+
+int sk_map_run(struct sk_ring *r, struct sk_map *m, long long slice_ns, long long spin_ns,
+               uint32_t *tags, unsigned max_tags)
+{
+    const struct sk_map_desc *d = m->d;
+    unsigned k = 0;
+    int woken = 0;
+    long long deadline = sk_now_ns() + slice_ns;
+    for (;;) {
+        unsigned laid = 0;
+        if (!m->stopped && m->nfree && m->next < d->count) {
+            pthread_mutex_lock(&r->sq_mu);
+            while (m->nfree && m->next < d->count &&
+                   io_uring_sq_space_left(&r->ring) >= d->total) {
+                map_lay(r, m, m->free_w[--m->nfree], m->next++);
+                laid++;
+            }
+            int ret = 0;
+            if (laid) {
+                io_uring_smp_mb();
+                ret = submit_all(r);
+            }
+            pthread_mutex_unlock(&r->sq_mu);
+            if (ret < 0) return ret;
+        }
+        unsigned before = m->done;
+        process(r, tags, max_tags, &k, &woken);
+        if (k || woken) return (int)k;     /* other chains done: Python delivers them first */
+        if (m->done == d->count || (m->stopped && !m->inflight)) return 0;
+        if (m->done != before || reap_ready(r)) continue;
+        if (reap_overflowed(r)) {
+            reap_flush(r);
+            continue;
+        }
+        if (laid && !(r->flags & IORING_SETUP_SQPOLL)) continue;
+        long long now = sk_now_ns();
+        if (now >= deadline) return 0;
+        struct sk_waiter wt = {
+            .ctx = r, .ready = reap_ready, .overflowed = reap_overflowed, .flush = reap_flush,
+            .nudge = reap_nudge, .sleep = reap_sleep,
+            .spin_until = spin_ns > 0 ? now + spin_ns : 0, .deadline = deadline,
+            .slice_ns = SK_SLICE_NS,
+        };
+        int rc = sk_wait(&wt);
+        if (rc == 0 || rc == -EINTR) return 0;
+        if (rc < 0) return rc;
+    }
+}
+
+unsigned sk_map_done(struct sk_map *m) { return m->done; }
+unsigned sk_map_inflight(struct sk_map *m) { return m->inflight; }
+
+int sk_map_cancel(struct sk_ring *r, struct sk_map *m)
+{
+    const struct sk_map_desc *d = m->d;
+    int n = 0;
+    pthread_mutex_lock(&r->sq_mu);
+    m->stopped = 1;
+    for (unsigned w = 0; w < d->window; w++)
+        if (m->busy[w]) {
+            int ret = cancel_locked(r, d->tags[w], d->total, m->res + (size_t)w * d->total);
+            if (ret > 0) n += ret;
+        }
+    pthread_mutex_unlock(&r->sq_mu);
+    return n;
 }
 
 /* ---- the HTTP models' open (sakura_uring/httpd/site.py) ------------------------------ */

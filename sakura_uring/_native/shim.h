@@ -24,7 +24,53 @@ struct sk_step {
     uint64_t timeout_ns;
 };
 
+/* A value bound into a step at run time (a chain's Param). The row of values of one run
+   holds two words per param: vals[2p] (an int, or the value's offset in the values arena)
+   and vals[2p + 1] (its length in bytes, for paths and data). */
+struct sk_bind {
+    uint16_t step;        /* step index; binds are sorted by it */
+    uint8_t  what;        /* SK_BIND_* */
+    uint8_t  param;
+};
+enum {
+    SK_BIND_PATH = 1,     /* addr: a NUL-terminated path in the values arena */
+    SK_BIND_FD = 2,       /* fd: a plain fd */
+    SK_BIND_OFF = 3,      /* off */
+    SK_BIND_LEN = 4,      /* len: at most the step's buffer */
+    SK_BIND_DATA = 5      /* addr + len: bytes in the values arena */
+};
+
 struct sk_ring;
+
+/* One chain run over many rows of values (Ring.map): laid and reaped by sk_map_run with
+   `window` runs in flight, each run's CQE results and bytes written straight into the
+   caller's arrays. Every array stays the caller's and must outlive the map. */
+struct sk_map_desc {
+    const struct sk_step *steps;
+    unsigned n, total, ntimeouts;
+    const char *arena;
+    unsigned arena_len;
+    const struct sk_bind *binds;
+    unsigned nbinds, nparams;
+    const uint64_t *vals;        /* count rows of 2 * nparams words */
+    const char *varena;
+    uint64_t varena_len;
+    unsigned count;
+    unsigned nslots, nbufs;
+    const uint32_t *buf_len;     /* local buffer -> length */
+    const uint64_t *buf_off;     /* local buffer -> offset inside a run's stride of data_out */
+    uint64_t stride;
+    const int32_t *fill_pos;     /* local slot -> SQE position of the step filling it, -1 */
+    const uint32_t *close_start; /* local slot k closes at close_pos[close_start[k]..[k+1]) */
+    const uint32_t *close_pos;
+    unsigned window;
+    const uint32_t *tags;        /* window tags, taken from the ring's pool */
+    const int32_t *slots;        /* window * nslots slots, taken from the ring's pool */
+    long long timeout_ns;        /* each run's deadline from when it is laid; 0 none */
+    int32_t *res_out;            /* count * total */
+    char *data_out;              /* count * stride */
+};
+struct sk_map;
 
 struct sk_info {
     uint32_t sq_entries, cq_entries, features, flags, fd;
@@ -60,7 +106,22 @@ int sk_submit_chain(struct sk_ring *r, const struct sk_step *steps, unsigned n,
                     const uint64_t *buf_addr, const int32_t *buf_index, const uint32_t *buf_len,
                     const char *arena, unsigned arena_len, struct __kernel_timespec *ts,
                     unsigned nts, long long deadline_ns, uint32_t tag, unsigned total,
-                    int32_t *res);
+                    int32_t *res, const struct sk_bind *binds, unsigned nbinds,
+                    const uint64_t *vals, const char *varena, uint64_t varena_len);
+/* The map: sk_map_new checks the description (NULL and *err = -ERANGE/-EEXIST/-ENOMEM if
+   it is unusable); sk_map_check checks every row against every step before anything is
+   laid: -1 all good, else the first bad row (*bad_step its step). sk_map_run (under the
+   reaper's lock) lays runs as room allows and reaps for at most slice_ns: returns the
+   number of other chains it completed into tags (>= 0), or -errno. sk_map_cancel stops
+   laying and cancels what is in flight; free only once sk_map_inflight is 0. */
+struct sk_map *sk_map_new(struct sk_ring *r, const struct sk_map_desc *d, int *err);
+int sk_map_check(struct sk_ring *r, struct sk_map *m, unsigned *bad_step);
+int sk_map_run(struct sk_ring *r, struct sk_map *m, long long slice_ns, long long spin_ns,
+               uint32_t *tags, unsigned max_tags);
+unsigned sk_map_done(struct sk_map *m);
+unsigned sk_map_inflight(struct sk_map *m);
+int sk_map_cancel(struct sk_ring *r, struct sk_map *m);
+void sk_map_free(struct sk_ring *r, struct sk_map *m);
 int sk_reap(struct sk_ring *r, long long timeout_ns, long long spin_ns,
             uint32_t *tags, unsigned max_tags);
 int sk_cancel_pending(struct sk_ring *r, uint32_t tag, unsigned total, const int32_t *res);
