@@ -256,38 +256,26 @@ class MapResult:
         pos, total = self._fz.step_pos[self._index(key)], self._total
         return ffi.unpack(self._res, self._count * total)[pos::total]
 
-    def data(self, key) -> list:
-        idx = self._index(key)
-        info = self._fz.steps[idx]
-        if info.buffer < 0:
-            raise KeyError(f"step {idx} ({info.op.name}) has no bytes")
-        buf = ffi.buffer(self._data)
-        stride, off = self._stride, self._offs[info.buffer]
-        is_statx = info.buffer in self._statx
-        out = []
-        at = off
-        for r in self.res(idx):
-            if r < 0:
-                out.append(None)
-            else:
-                out.append(buf[at:at + (STATX_SIZE if is_statx else r)])
-            at += stride
-        return out
+    def data(self, key) -> list[bytes | None]:
+        """Every run's bytes of step `key` (None where it failed), in row order."""
+        return self._slices(key, ffi.buffer(self._data))
 
-    def views(self, key) -> list:
+    def views(self, key) -> list[memoryview | None]:
         """Like data(), as memoryviews into this result's own buffer: no copy. They stay
         valid as long as they live (the buffer is then never reused)."""
+        self._lent = True
+        return self._slices(key, memoryview(ffi.buffer(self._data)))
+
+    def _slices(self, key, buf) -> list:
         idx = self._index(key)
         info = self._fz.steps[idx]
         if info.buffer < 0:
             raise KeyError(f"step {idx} ({info.op.name}) has no bytes")
-        self._lent = True
-        mv = memoryview(ffi.buffer(self._data))
         stride, at = self._stride, self._offs[info.buffer]
-        size = STATX_SIZE if info.buffer in self._statx else None
-        out = []
+        fixed = STATX_SIZE if info.buffer in self._statx else 0
+        out: list = []
         for r in self.res(idx):
-            out.append(None if r < 0 else mv[at:at + (size or r)])
+            out.append(None if r < 0 else buf[at:at + (fixed or r)])
             at += stride
         return out
 
