@@ -138,26 +138,11 @@ class MapRun:
                     return got
             ops.pub.make_progress()
 
-    def _lead(self) -> None:
-        """Become the one that reaps: a leader that waits in the kernel is woken and
-        yields (Reaper.maps_waiting); until it does, this thread waits."""
-        reaper, core = self._ops.reaper, self._ops.core
-        if reaper.lock.acquire(False):
-            return
-        reaper.maps_waiting += 1
-        try:
-            with core.lock:
-                if not core.closing:
-                    lib.sk_wake(core.r)
-            reaper.lock.acquire()
-        finally:
-            reaper.maps_waiting -= 1
-
     def _drive(self) -> None:
         ops = self._ops
         core, reaper = ops.core, ops.reaper
         m, count = self.m, self._count
-        self._lead()
+        reaper.lead()
         try:
             while True:
                 if core.closed:
@@ -188,7 +173,7 @@ class MapRun:
                     if not core.closed:
                         lib.sk_map_cancel(core.r, m)
                 deadline = time.monotonic() + 5
-                self._lead()
+                reaper.lead()
                 try:
                     while (not core.closed and lib.sk_map_inflight(m)
                            and time.monotonic() < deadline):

@@ -114,6 +114,36 @@ def _check_names(fz: Frozen, values: dict) -> None:
                          f"chain ({', '.join(sorted(names))})")
 
 
+def fill(fz: Frozen, values: dict, words) -> tuple[bytes, dict | None]:
+    """One run's values written into `words` (2 per Param) -> (the values arena, the
+    per-run lengths of sized steps or None). The Prepared fast path: no Rows object."""
+    params = fz.params
+    if len(values) != len(params):
+        _check_names(fz, values)
+    blobs = []
+    at = 0
+    for p in params:
+        try:
+            v = values[p.name]
+        except KeyError:
+            _check_names(fz, values)
+            raise
+        k = 2 * p.index
+        if p.kind == "path" or p.kind == "data":
+            raw = _path(p, v) if p.kind == "path" else _data(p, v)
+            words[k] = at
+            words[k + 1] = len(raw)
+            blobs.append(raw)
+            at += len(raw)
+        else:
+            words[k] = _word(p, v)
+    lengths = None
+    if fz.sized:
+        lengths = {step: words[2 * i + (1 if params[i].kind == "data" else 0)]
+                   for step, i, _ in fz.sized}
+    return (blobs[0] if len(blobs) == 1 else b"".join(blobs)) or b"\0", lengths
+
+
 def row(fz: Frozen, values: dict) -> Rows:
     """One run's values (Ring.run(chain, **values))."""
     _check_names(fz, values)

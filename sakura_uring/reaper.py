@@ -22,6 +22,17 @@ TAGS_MAX = 256                 # chains one sk_reap call may finish
 SLICE_NS = 50_000_000          # longest a waiter stays in the kernel before re-checking
 
 
+def copy_out(fz, vals: list, buf_addrs) -> dict:
+    """The bytes of a chain's data steps, copied out before their buffers are reused."""
+    datas = {}
+    for i, buf, is_statx in fz.data_steps:
+        r = vals[fz.step_pos[i]]
+        if r >= 0:
+            datas[i] = ffi.buffer(ffi.cast("char *", buf_addrs[buf]),
+                                  STATX_SIZE if is_statx else r)[:]
+    return datas
+
+
 class Reaper:
     def __init__(self, core: RingCore, pools: Pools, aio: LoopBridge, spin_ns: int):
         self._core = core
@@ -31,6 +42,9 @@ class Reaper:
         self.pending: dict[int, Lease] = {}     # tag -> chain laid and not yet complete
         self.maps: set = set()                  # maps.MapRun running (close() cancels them)
         self.maps_waiting = 0                   # maps that want to reap: a leader yields
+        self.prepared: set = set()              # prepared.Prepared open on this ring
+        self.orphans: dict = {}                 # tag -> (Lease, arrays) of a Prepared run
+                                                # abandoned in flight: freed when it completes
         self.tags = ffi.new("uint32_t[]", TAGS_MAX)
         self.lock = threading.Lock()            # consuming the CQ
         self._cv = threading.Condition(threading.Lock())
@@ -68,30 +82,48 @@ class Reaper:
             self._complete(tags[i])
 
     def _complete(self, tag: int) -> None:
-        st = self.pending.pop(tag)
+        st = self.pending.pop(tag, None)
+        if st is None:          # a Prepared run given up after an interrupt: nobody waits
+            lease, _ = self.orphans.pop(tag)
+            self.release_unclosed(lease.fz, ffi.unpack(lease.res, lease.fz.total), lease.slots)
+            self._pools.give_back(lease)
+            return
         fz = st.fz
         vals = ffi.unpack(st.res, fz.total)
-        datas = {}
-        for i, buf, is_statx in fz.data_steps:
-            r = vals[fz.step_pos[i]]
-            if r >= 0:   # copy out before the buffer goes back to the pool
-                datas[i] = ffi.buffer(ffi.cast("char *", st.buf_addrs[buf]),
-                                      STATX_SIZE if is_statx else r)[:]
-        # Slots a step filled and no step of the chain closed: empty them now.
+        datas = copy_out(fz, vals, st.buf_addrs)
         if st.slots:
-            release = None
-            for k, fill in enumerate(fz.slot_fill_pos):
-                if fill >= 0 and vals[fill] >= 0 and not any(vals[p] == 0 for p in fz.slot_close_pos[k]):
-                    if release is None:
-                        release = []
-                    release.append(st.slots[k])
-            if release and not self._core.closed:
-                lib.sk_release_slots(self._core.r, ffi.new("int32_t[]", release), len(release))
+            self.release_unclosed(fz, vals, st.slots)
         self._pools.give_back(st)
         if self._aio.room_waiters:     # a check per completion, a call only when needed
             self._aio.room_freed()
         lengths = st.row.lengths(0) if st.row is not None else None
         self.deliver(st, ChainResult(fz, vals, datas, lengths), None)
+
+    def release_unclosed(self, fz, vals: list, slots) -> None:
+        """Slots a step filled and no step of the chain closed: empty them now."""
+        release = None
+        for k, fill in enumerate(fz.slot_fill_pos):
+            if fill >= 0 and vals[fill] >= 0 and not any(vals[p] == 0 for p in fz.slot_close_pos[k]):
+                if release is None:
+                    release = []
+                release.append(slots[k])
+        if release and not self._core.closed:
+            lib.sk_release_slots(self._core.r, ffi.new("int32_t[]", release), len(release))
+
+    def lead(self) -> None:
+        """Become the one that reaps, for a native loop that reaps for everyone (a map, a
+        Prepared run): a leader waiting in the kernel is woken and yields (maps_waiting)."""
+        if self.lock.acquire(False):
+            return
+        core = self._core
+        self.maps_waiting += 1
+        try:
+            with core.lock:
+                if not core.closing:
+                    lib.sk_wake(core.r)
+            self.lock.acquire()
+        finally:
+            self.maps_waiting -= 1
 
     def deliver(self, st: Lease, result, error) -> None:
         st.result = result

@@ -24,6 +24,7 @@ from .core import RingCore
 from .errors import ChainError, IoUringUnavailable, RingClosed
 from .pools import Lease, Pools, _next_pow2
 from .maps import MapOps, MapRun
+from .prepared import Prepared
 from .publish import Publisher
 from .reaper import Reaper
 from .result import ChainResult
@@ -141,6 +142,12 @@ class Ring:
         if st.error is not None:
             raise st.error
         return st.result
+
+    def prepare(self, chain: Chain, *, timeout: float | None = None) -> Prepared:
+        """A chain that keeps its tag, slots and buffers on this ring until close(), so
+        each run is one native call: `p = ring.prepare(chain); p.run(path=...)`.
+        timeout: seconds for each run (overrides Chain(timeout=...))."""
+        return Prepared(self._map_ops, chain, timeout)
 
     def map(self, chains, rows=None, *, window: int | None = None,
             timeout: float | None = None):

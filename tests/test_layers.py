@@ -13,7 +13,7 @@ LAYERS = [
     ("foundations", ["errors", "ops", "resources", "fork", "_native", "trace.report"]),
     ("BPF environment", ["bpfenv"]),
     ("probing, chains, results", ["probe", "chain", "params", "result"]),
-    ("the link engine", ["core", "pools", "reaper", "publish", "maps", "ring", "aio",
+    ("the link engine", ["core", "pools", "reaper", "publish", "maps", "prepared", "ring", "aio",
                          "__init__"]),
     ("kernel handlers, tracer", ["kernel", "trace"]),
     ("applications and tools", ["httpd", "bench", "cli", "matrix"]),

@@ -779,6 +779,59 @@ int sk_probe_direct(void)
     return ret;
 }
 
+/* ---- a prepared chain: lay, submit and wait in one call (Ring.prepare) -------------- */
+
+/* Reap until tag `own` completes (1), the slice ends (0) or an error; the other chains
+   completed meanwhile are left in tags[0..*others). */
+int sk_call_wait(struct sk_ring *r, const struct sk_call *c, long long slice_ns,
+                 long long spin_ns, uint32_t *tags, unsigned max_tags, int *others)
+{
+    unsigned k = 0;
+    int woken = 0;
+    long long now = sk_now_ns(), deadline = now + slice_ns;
+    struct sk_waiter w = {
+        .ctx = r, .ready = reap_ready, .overflowed = reap_overflowed, .flush = reap_flush,
+        .nudge = reap_nudge, .sleep = reap_sleep,
+        .spin_until = spin_ns > 0 ? now + spin_ns : 0, .deadline = deadline,
+        .slice_ns = SK_SLICE_NS,
+    };
+    *others = 0;
+    for (;;) {
+        process(r, tags, max_tags, &k, &woken);
+        for (unsigned i = 0; i < k; i++)
+            if (tags[i] == c->tag) {
+                tags[i] = tags[--k];
+                *others = (int)k;
+                return 1;
+            }
+        if (k >= max_tags || woken) break;    /* Python delivers those first */
+        if (reap_ready(r)) continue;
+        if (reap_overflowed(r)) {
+            reap_flush(r);
+            continue;
+        }
+        int rc = sk_wait(&w);
+        if (rc == 0 || rc == -EINTR) break;
+        if (rc < 0) { *others = (int)k; return rc; }
+    }
+    *others = (int)k;
+    return 0;
+}
+
+int sk_call_run(struct sk_ring *r, const struct sk_call *c, const uint64_t *vals,
+                const char *varena, uint64_t varena_len, long long deadline_ns,
+                long long slice_ns, long long spin_ns, uint32_t *tags, unsigned max_tags,
+                int *others)
+{
+    *others = 0;
+    int ret = sk_submit_chain(r, c->steps, c->n, c->nslots, c->slots, c->nbufs, c->buf_addr,
+                              c->buf_index, c->buf_len, c->arena, c->arena_len, c->ts, c->nts,
+                              deadline_ns, c->tag, c->total, c->res, c->binds, c->nbinds,
+                              vals, varena, varena_len);
+    if (ret < 0) return ret;
+    return sk_call_wait(r, c, slice_ns, spin_ns, tags, max_tags, others);
+}
+
 /* ---- the map: one chain over many rows of values (Ring.map) ------------------------- */
 
 struct sk_map {

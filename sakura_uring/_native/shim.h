@@ -72,6 +72,23 @@ struct sk_map_desc {
 };
 struct sk_map;
 
+/* A chain prepared on a ring (Ring.prepare): everything sk_submit_chain takes, given once;
+   its tag, slots and buffers are its own until Prepared.close(). */
+struct sk_call {
+    const struct sk_step *steps;
+    unsigned n, nslots, nbufs, arena_len, nts, total;
+    const int32_t *slots;
+    const uint64_t *buf_addr;
+    const int32_t *buf_index;
+    const uint32_t *buf_len;
+    const char *arena;
+    struct __kernel_timespec *ts;
+    const struct sk_bind *binds;
+    unsigned nbinds;
+    uint32_t tag;
+    int32_t *res;
+};
+
 struct sk_info {
     uint32_t sq_entries, cq_entries, features, flags, fd;
     uint32_t slots, buffers, buffer_size;
@@ -114,6 +131,16 @@ int sk_submit_chain(struct sk_ring *r, const struct sk_step *steps, unsigned n,
    reaper's lock) lays runs as room allows and reaps for at most slice_ns: returns the
    number of other chains it completed into tags (>= 0), or -errno. sk_map_cancel stops
    laying and cancels what is in flight; free only once sk_map_inflight is 0. */
+/* Lay a prepared chain with one run's values, submit it and reap (under the reaper's
+   lock) until it completes or slice_ns pass: 1 done, 0 not yet (call sk_call_wait), or
+   -errno (-EBUSY/-ERANGE/-EEXIST: nothing was laid). *others: chains of other callers
+   completed into tags, for Python to deliver. */
+int sk_call_run(struct sk_ring *r, const struct sk_call *c, const uint64_t *vals,
+                const char *varena, uint64_t varena_len, long long deadline_ns,
+                long long slice_ns, long long spin_ns, uint32_t *tags, unsigned max_tags,
+                int *others);
+int sk_call_wait(struct sk_ring *r, const struct sk_call *c, long long slice_ns,
+                 long long spin_ns, uint32_t *tags, unsigned max_tags, int *others);
 struct sk_map *sk_map_new(struct sk_ring *r, const struct sk_map_desc *d, int *err);
 int sk_map_check(struct sk_ring *r, struct sk_map *m, unsigned *bad_step);
 int sk_map_run(struct sk_ring *r, struct sk_map *m, long long slice_ns, long long spin_ns,
