@@ -304,3 +304,92 @@ class MapResult:
 
     def __repr__(self) -> str:
         return f"<MapResult {self._count} runs of {len(self._fz.steps)} steps>"
+
+
+# -- spreading one map over several cores ---------------------------------------------------
+def spread(parts_rings: list, chain: Chain, rows, window, timeout) -> "SpreadResult":
+    """Run map(chain, rows) split into contiguous parts, part k on parts_rings[k]; part 0
+    in the calling thread, the others each in a thread pinned to a CPU of its own (an
+    inline ring does its kernel work in the thread that submits, so each part's system
+    calls run on that part's core). Returns one result over all rows, in row order."""
+    import threading
+    rows = list(rows)
+    k = min(len(parts_rings), max(1, len(rows)))
+    size = -(-len(rows) // k)
+    chunks = [rows[i * size:(i + 1) * size] for i in range(k)]
+    here = os.sched_getaffinity(0)
+    cpus = sorted(set(range(os.cpu_count() or 1)) - here) + sorted(here)
+    out: list = [None] * k
+    errors: list = [None] * k
+
+    def part(i: int) -> None:
+        try:
+            if i:
+                os.sched_setaffinity(0, {cpus[(i - 1) % len(cpus)]})
+            out[i] = parts_rings[i].map(chain, chunks[i], window=window, timeout=timeout)
+        except BaseException as exc:       # handed to the caller below
+            errors[i] = exc
+    threads = [threading.Thread(target=part, args=(i,), name=f"sakura-map-{i}", daemon=True)
+               for i in range(1, k)]
+    for t in threads:
+        t.start()
+    try:
+        part(0)
+    finally:
+        for t in threads:
+            t.join()
+    for exc in errors:
+        if exc is not None:
+            raise exc
+    return SpreadResult(out)
+
+
+class SpreadResult:
+    """map(..., cores=N): the parts' MapResults read as one, in row order (same methods)."""
+    __slots__ = ("_parts", "_starts")
+
+    def __init__(self, parts: list):
+        self._parts = parts
+        self._starts = []
+        at = 0
+        for p in parts:
+            self._starts.append(at)
+            at += len(p)
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self._parts)
+
+    def res(self, key) -> list[int]:
+        return [v for p in self._parts for v in p.res(key)]
+
+    def data(self, key) -> list:
+        return [v for p in self._parts for v in p.data(key)]
+
+    def views(self, key) -> list:
+        return [v for p in self._parts for v in p.views(key)]
+
+    def __getitem__(self, i: int) -> ChainResult:
+        n = len(self)
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise TypeError(f"a map's result is indexed by row number, not {type(i).__name__}")
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"row {i} of {n}")
+        import bisect
+        k = bisect.bisect_right(self._starts, i) - 1
+        return self._parts[k][i - self._starts[k]]
+
+    def __iter__(self):
+        for p in self._parts:
+            yield from p
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self._parts)
+
+    def failed(self) -> list[tuple[int, ChainResult]]:
+        return [(s + i, r) for s, p in zip(self._starts, self._parts) for i, r in p.failed()]
+
+    def __repr__(self) -> str:
+        return f"<SpreadResult {len(self)} runs in {len(self._parts)} parts>"

@@ -23,7 +23,7 @@ from .chain import MAX_FD, Chain, Fixed, _check_bool, _check_int
 from .core import RingCore
 from .errors import ChainError, IoUringUnavailable, RingClosed
 from .pools import Lease, Pools, _next_pow2
-from .maps import MapOps, MapRun
+from .maps import MapOps, MapRun, spread
 from .prepared import Prepared
 from .publish import Publisher
 from .reaper import Reaper
@@ -112,6 +112,7 @@ class Ring:
         self._reaper = Reaper(core, self._pools, self._aio, spin_us * 1000)
         self._pub = Publisher(self, core, self._pools, self._reaper, self.sq_entries)
         self._map_ops = MapOps(core, self._pools, self._reaper, self._pub)
+        self._helpers: list[Ring] = []       # map(cores=N)'s inline rings
         _fork.track(self)
 
     # -- context management -------------------------------------------------------
@@ -150,7 +151,7 @@ class Ring:
         return Prepared(self._map_ops, chain, timeout)
 
     def map(self, chains, rows=None, *, window: int | None = None,
-            timeout: float | None = None):
+            timeout: float | None = None, cores: int = 1):
         """Run many chains with up to `window` of them in flight at once (default: a
         quarter of the SQ); returns their results in the order given (KernelRing.map is
         the same for requests).
@@ -158,7 +159,11 @@ class Ring:
         map(chain, rows): one chain with Params run once per row (a dict of values by
         Param name, or the value itself when the chain has one Param), all of it in one
         native loop that lays runs, reaps them and writes their results and bytes
-        straight into one MapResult (see maps.py)."""
+        straight into one MapResult (see maps.py). cores=N splits the rows over this ring
+        and N-1 inline rings of its own, each driven by a thread on another CPU: an inline
+        ring does its kernel work in the thread that submits, so N cores do the system
+        calls (one SQPOLL thread is one core; a SQPOLL ring gives all N parts to inline
+        rings, as its thread would take a part's core)."""
         if rows is not None or isinstance(chains, Chain):
             if not isinstance(chains, Chain):
                 raise TypeError(f"map(chain, rows) takes one Chain with Params, not "
@@ -166,18 +171,33 @@ class Ring:
             if rows is None:
                 raise ChainError("map(chain, rows) needs the rows: one value (or dict of "
                                  "values) per run")
-            return MapRun(self._map_ops, chains, rows, window, timeout).run()
+            _int("cores", cores, 1, os.cpu_count() or 1)
+            if cores == 1:
+                return MapRun(self._map_ops, chains, rows, window, timeout).run()
+            # a SQPOLL thread polls its core, so it would starve a part there: a SQPOLL
+            # ring hands every part to inline rings of its own
+            mine = [] if self.sqpoll else [self]
+            rings = mine + self._companions(cores - len(mine))
+            return spread(rings, chains, rows, window, timeout)
         return list(self.imap(chains, window=window, timeout=timeout))
 
+    def _companions(self, n: int) -> list:
+        """n inline rings shaped like this one, made on first use, closed with it."""
+        self._core.check_open()
+        while len(self._helpers) < n:
+            self._helpers.append(Ring(self.sq_entries, slots=self.slots, buffers=0,
+                                      buffer_size=self.buffer_size))
+        return self._helpers[:n]
+
     async def map_async(self, chain: Chain, rows, *, window: int | None = None,
-                        timeout: float | None = None):
+                        timeout: float | None = None, cores: int = 1):
         """asyncio: await map(chain, rows). The native loop runs in the loop's default
         executor (it holds the GIL only between its slices), so the event loop keeps
         serving while thousands of runs are in flight."""
         import asyncio
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            None, lambda: self.map(chain, rows, window=window, timeout=timeout))
+            None, lambda: self.map(chain, rows, window=window, timeout=timeout, cores=cores))
 
     run_many = map          # the first name, kept
 
@@ -288,6 +308,8 @@ class Ring:
         Chains that could not finish get RingClosed. In a fork() child, only unmaps the
         inherited ring: its queues are the parent's."""
         core, reaper = self._core, self._reaper
+        for helper in getattr(self, "_helpers", ()):
+            helper.close()
         if core.inherited:
             self._forget()
             return

@@ -240,3 +240,22 @@ def test_a_maps_python_memory_is_its_rows(ring, files):
         return pk
     small, big = peak(files[:60]), peak(files * 10)
     assert (big - small) / (len(files) * 10 - 60) < 256
+
+
+@pytest.mark.parametrize("sqpoll", [False, True], ids=["inline", "sqpoll"])
+def test_cores_split_the_rows_and_keep_their_order(files, tmp_path, sqpoll):
+    c, f, data = _cat()
+    rows = files[:250] + [os.fsencode(tmp_path / "missing")] + files[250:]
+    with su.Ring(64, sqpoll=sqpoll) as ring:
+        mr = ring.map(c, rows, cores=2)
+        assert len(mr) == len(rows) and not mr.ok
+        assert [i for i, _ in mr.failed()] == [250]
+        got = mr.data(data)
+        assert got[250] is None and got[:250] + got[251:] == _plain(files)
+        assert mr[400][data].data == _plain([rows[400]])[0] and mr[-1].ok
+        assert [bytes(v) for v in mr.views(data) if v is not None] == _plain(files)
+        assert len(ring._helpers) == (2 if sqpoll else 1)
+        helpers = list(ring._helpers)
+        with pytest.raises(ValueError, match="cores"):
+            ring.map(c, rows, cores=0)
+    assert all(h.closed for h in helpers)
