@@ -180,7 +180,7 @@ class _StepInfo:
         self.timeout = timeout          # seconds, or None
 
 
-@dataclass
+@dataclass(slots=True)
 class Frozen:
     """What the ring needs to lay one chain; immutable, shared by every run of it."""
     packed: bytes
@@ -204,6 +204,7 @@ class Frozen:
     links: tuple                 # step index -> the Link it was laid with to the next
     slot_fill_pos: tuple         # local slot -> SQE position of the step that fills it
     slot_close_pos: tuple        # local slot -> SQE positions of steps that close it
+    closes_all: bool = False     # every slot has a close step: all CQEs >= 0, none to empty
     params: tuple = ()           # the chain's Params, by index
     binds: tuple = ()            # (step, BIND_*, param index), sorted by step
     sized: tuple = ()            # (step, param index) whose length is the value's
@@ -309,6 +310,12 @@ class Chain:
         self._names: dict[str, Param] = {}
         self._binds: list[tuple[int, int, int]] = []
         self._sized: list[tuple[int, int, bool]] = []   # (step, param, exact): length per run
+        # kept as steps are added, so _freeze makes no pass of its own
+        self._ntimed = 0                                 # steps with a timeout of their own
+        self._opcodes: set[int] = set()
+        self._fills: list[int] = []                      # local slot -> the step filling it
+        self._closes: list[list[int]] = []               # local slot -> steps closing it
+        self._data_steps: list[tuple[int, int, bool]] = []  # (step, buffer, is statx)
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -473,10 +480,19 @@ class Chain:
             self._ring_slots.append(self._ring_seen[fd])
         if fd2_kind == FD_RING_SLOT:
             self._ring_slots.append(self._ring_seen[fd2])
+        i = handle.index    # (`len` is a field here)
         if fills >= 0:
             self._nslots += 1
+            self._fills.append(i)
+            self._closes.append([])
+        if closes >= 0:
+            self._closes[closes].append(i)
         if buffer >= 0:
             self._buffers.append(buf_len)
+            self._data_steps.append((i, buffer, name == "statx"))
+        if timeout is not None:
+            self._ntimed += 1
+        self._opcodes.add(op.opcode)
         self._packed.append(packed)
         self._steps.append(_StepInfo(op, handle, length, buffer, fills, closes, exact, timeout))
         if binds:
@@ -789,49 +805,54 @@ class Chain:
         fz = self._frozen.get(deadline)
         if fz is not None:
             return fz
-        if not self._steps:
+        steps = self._steps
+        if not steps:
             raise ChainError("the chain has no steps")
+        n = len(steps)
+        size = STEP_STRUCT.size
         packed = bytearray(b"".join(self._packed))
-        step_pos, timeout_pos = [], []
-        fill_pos = [-1] * self._nslots
-        close_pos: list[list[int]] = [[] for _ in range(self._nslots)]
-        pos = ntimeouts = 0
         links = self._link_out()
-        for i, s in enumerate(self._steps):
-            base = i * STEP_STRUCT.size
-            packed[base + _OFF_LINK] = links[i]
-            if s.timeout is not None:
-                packed[base + _OFF_TIMEOUT_KIND] = TIMEOUT_REL
-                struct.pack_into("<Q", packed, base + _OFF_TIMEOUT_NS, _timeout_ns(s.timeout))
-            elif deadline:
-                packed[base + _OFF_TIMEOUT_KIND] = TIMEOUT_ABS   # the ring fills in the deadline
-            step_pos.append(pos)
-            if s.fills_slot >= 0:
-                fill_pos[s.fills_slot] = pos
-            if s.closes_slot >= 0:
-                close_pos[s.closes_slot].append(pos)
-            pos += 1
-            if packed[base + _OFF_TIMEOUT_KIND]:
-                timeout_pos.append(pos)
+        for i, link in enumerate(links):
+            if link:
+                packed[i * size + _OFF_LINK] = link
+        if not deadline and not self._ntimed:
+            # no linked timeouts: step i is SQE i (the common case, without a pass)
+            step_pos: tuple = tuple(range(n))
+            timeout_pos: tuple = (-1,) * n
+            total, ntimeouts = n, 0
+        else:
+            sp, tp = [], []
+            pos = ntimeouts = 0
+            for i, s in enumerate(steps):
+                base = i * size
+                if s.timeout is not None:
+                    packed[base + _OFF_TIMEOUT_KIND] = TIMEOUT_REL
+                    struct.pack_into("<Q", packed, base + _OFF_TIMEOUT_NS, _timeout_ns(s.timeout))
+                elif deadline:
+                    packed[base + _OFF_TIMEOUT_KIND] = TIMEOUT_ABS   # the ring fills it in
+                sp.append(pos)
                 pos += 1
-                ntimeouts += 1
-            else:
-                timeout_pos.append(-1)
+                if packed[base + _OFF_TIMEOUT_KIND]:
+                    tp.append(pos)
+                    pos += 1
+                    ntimeouts += 1
+                else:
+                    tp.append(-1)
+            step_pos, timeout_pos, total = tuple(sp), tuple(tp), pos
+        fill_pos = tuple(step_pos[i] for i in self._fills)
+        close_pos = tuple(tuple(step_pos[i] for i in c) for c in self._closes)
+        exact = [i for i, s in enumerate(steps) if s.exact and s.length > 0]
         fz = Frozen(
-            packed=bytes(packed), arena=bytes(self._arena) or b"\0", nsteps=len(self._steps),
-            total=pos, step_pos=tuple(step_pos), timeout_pos=tuple(timeout_pos),
-            nslots=self._nslots, buffers=tuple(self._buffers),
-            ring_slots=tuple(self._ring_slots),
-            opcodes=frozenset(s.op.opcode for s in self._steps), ntimeouts=ntimeouts,
-            data_steps=tuple((i, s.buffer, s.op.name == "statx")
-                             for i, s in enumerate(self._steps) if s.buffer >= 0),
-            exact_pos=tuple((step_pos[i], s.length) for i, s in enumerate(self._steps)
-                            if s.exact and s.length > 0),
-            exact=frozenset(i for i, s in enumerate(self._steps) if s.exact and s.length > 0),
-            links=tuple(Link(v) for v in links),
-            steps=tuple(self._steps), pins=tuple(self._pins),
-            chain=self, soft=self.link is Link.SOFT,
-            slot_fill_pos=tuple(fill_pos), slot_close_pos=tuple(tuple(c) for c in close_pos),
-            params=tuple(self._params), binds=tuple(self._binds), sized=tuple(self._sized))
+            packed=bytes(packed), arena=bytes(self._arena) or b"\0", nsteps=n, total=total,
+            step_pos=step_pos, timeout_pos=timeout_pos, nslots=self._nslots,
+            buffers=tuple(self._buffers), ring_slots=tuple(self._ring_slots),
+            opcodes=frozenset(self._opcodes), ntimeouts=ntimeouts,
+            data_steps=tuple(self._data_steps),
+            exact_pos=tuple((step_pos[i], steps[i].length) for i in exact),
+            exact=frozenset(exact), links=tuple(links), steps=tuple(steps),
+            pins=tuple(self._pins), chain=self, soft=self.link is Link.SOFT,
+            slot_fill_pos=fill_pos, slot_close_pos=close_pos,
+            closes_all=all(close_pos), params=tuple(self._params), binds=tuple(self._binds),
+            sized=tuple(self._sized))
         self._frozen[deadline] = fz
         return fz

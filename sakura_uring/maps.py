@@ -12,6 +12,7 @@ names the map), so any thread that reaps completes them correctly."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,9 @@ from .publish import Publisher, _native_views
 from .reaper import SLICE_NS, TAGS_MAX, Reaper
 from .result import ChainResult
 
-WINDOW_MAX = 64             # runs in flight by default at most (SQPOLL is fastest near 64)
+# runs in flight by default at most: SQPOLL is fastest near 64; an inline ring runs a
+# window per io_uring_enter, so a larger one means fewer system calls (1/256 per run)
+WINDOW_SQPOLL, WINDOW_INLINE = 64, 256
 
 
 
@@ -62,7 +65,8 @@ class MapRun:
         rows = _params.rows(fz, self._rows_in)
         count, total = rows.count, fz.total
         self._count = count
-        window = min(count, self._window or WINDOW_MAX, max(1, ops.pub._sq_entries // total))
+        default = WINDOW_SQPOLL if core.sqpoll else WINDOW_INLINE
+        window = min(count, self._window or default, max(1, ops.pub._sq_entries // total))
         if fz.nslots:
             window = min(window, max(1, pools.chain_slots() // fz.nslots))
         # where each run's bytes go: its stride of data_out, a buffer after another
@@ -205,7 +209,7 @@ class MapResult:
     result.ok       every run succeeded; result.failed() lists (row, ChainResult) that did not
     """
     __slots__ = ("_fz", "_rows", "_res", "_data", "_stride", "_offs", "_statx", "_keep",
-                 "_count", "_total", "_pools", "_lent")
+                 "_count", "_total", "_pools", "_src")
 
     def __init__(self, fz, rows, res, data, stride, offs, statx, keep, pools):
         self._fz = fz
@@ -219,11 +223,13 @@ class MapResult:
         self._count = rows.count
         self._total = fz.total
         self._pools = pools
-        self._lent = False           # views() handed out memory of the region
+        self._src = None             # the buffer object views() slice (they hold it)
 
     def __del__(self):
-        # the region goes back to the ring for the next map, unless views() still see it
-        if not self._lent and self._pools is not None:
+        # the region goes back to the ring for the next map, unless a view still sees it
+        # (each view holds the buffer object it was cut from: ours is then not the only
+        # reference, and getrefcount counts its own argument too)
+        if self._pools is not None and (self._src is None or sys.getrefcount(self._src) <= 2):
             self._pools.give_region(self._data)
 
     def __len__(self) -> int:
@@ -248,8 +254,9 @@ class MapResult:
     def views(self, key) -> list[memoryview | None]:
         """Like data(), as memoryviews into this result's own buffer: no copy. They stay
         valid as long as they live (the buffer is then never reused)."""
-        self._lent = True
-        return self._slices(key, memoryview(ffi.buffer(self._data)))
+        if self._src is None:
+            self._src = ffi.buffer(self._data)
+        return self._slices(key, memoryview(self._src))
 
     def _slices(self, key, buf) -> list:
         idx = self._index(key)

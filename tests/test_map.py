@@ -259,3 +259,17 @@ def test_cores_split_the_rows_and_keep_their_order(files, tmp_path, sqpoll):
         with pytest.raises(ValueError, match="cores"):
             ring.map(c, rows, cores=0)
     assert all(h.closed for h in helpers)
+
+
+def test_the_region_is_reused_only_when_no_view_sees_it(ring, files):
+    c, f, data = _cat()
+    mr = ring.map(c, files)
+    views = mr.views(data)
+    region = mr._data
+    del mr
+    mr2 = ring.map(c, files[::-1])          # must not write where the views still look
+    assert mr2._data is not region
+    assert [bytes(v) for v in views] == _plain(files)
+    del views, mr2
+    mr3 = ring.map(c, files)
+    assert mr3.data(data) == _plain(files)

@@ -10,10 +10,13 @@ One file, one open/read/close at a time:
                  in Python before the next request is made (inline, and with SQPOLL)
 (c) chain        Sakura link: the three calls as one linked chain, the fd flowing through
                  a direct slot, built for every call; run() one at a time, 32 in flight
-(c') prepared    the same chain built once and run N times
+(c') prepared    the same chain built once and run N times: ring.run(chain), and
+                 ring.prepare(chain).run() (one native call per run)
 10,000 distinct files (the bulk and asyncio cases):
-(a) plain in a loop; (c) chains 64 in flight (imap, SQPOLL); asyncio with every file in
-flight at once through `await`: sakura's run_async against aiofiles.
+(a) plain in a loop; (c) chains 64 in flight (imap, SQPOLL); one parameterized chain
+(Chain.param) run per file by a Prepared; ring.map(chain, paths) (one native loop: inline,
+SQPOLL, and cores=2); asyncio: every file in flight at once through `await`, sakura's
+run_async and map_async against aiofiles.
 
 Times come from uncounted rounds (interleaved, median kept); system calls from one more
 pass per model with a bcc program on raw_syscalls:sys_enter attached (it slows every
@@ -51,6 +54,8 @@ class Ctx:
     path: bytes
     files: list
     rings: dict
+    prepared: dict = field(default_factory=dict)
+    param_chain: Any = None
     thin: Any = None
     why: dict = field(default_factory=dict)     # peer -> why it is missing
 
@@ -147,6 +152,22 @@ def _prepared_run(kind):
     return model
 
 
+def _prepare(kind):
+    def model(ctx, n):
+        run = ctx.prepared[kind].run
+        for _ in range(n):
+            run().data(1)
+    return model
+
+
+def _cat_param() -> Chain:
+    c = Chain()
+    f = c.openat(c.param("path"))
+    c.read(f, 4096)
+    c.close(f)
+    return c
+
+
 def _chain_imap(kind):
     def model(ctx, n):
         path = ctx.path
@@ -173,6 +194,30 @@ def model_plain_files(ctx, n):
 def model_imap_files(ctx, n):
     for r in ctx.rings["sqpoll"].imap((_cat_chain(p) for p in ctx.files), window=64):
         r.data(1)
+
+
+def model_prepared_files(ctx, n):
+    run = ctx.prepared["param"].run
+    for p in ctx.files:
+        run(path=p).data(1)
+
+
+def _map_files(kind, cores=1, copy=False):
+    """Every file's bytes are looked at: as memoryviews into the result (no copy), or as
+    bytes (copy=True: a fresh 4 KiB object per file, kept until the list goes)."""
+    def model(ctx, n):
+        mr = ctx.rings[kind].map(ctx.param_chain, ctx.files, cores=cores)
+        for b in (mr.data(1) if copy else mr.views(1)):
+            pass
+    return model
+
+
+def model_map_async_files(ctx, n):
+    ring = ctx.rings["inline"]
+
+    async def go():
+        return (await ring.map_async(ctx.param_chain, ctx.files, cores=2)).views(1)
+    asyncio.run(go())
 
 
 def model_async_files(ctx, n):
@@ -216,11 +261,20 @@ MODELS = [
     Model("(c) chain, run(), SQPOLL", _chain_run("sqpoll")),
     Model("(c') prepared chain, run(), inline", _prepared_run("inline")),
     Model("(c') prepared chain, run(), SQPOLL", _prepared_run("sqpoll")),
+    Model("(c') ring.prepare(chain).run(), inline", _prepare("inline")),
+    Model("(c') ring.prepare(chain).run(), SQPOLL", _prepare("sqpoll")),
     Model("(c) chain, 32 in flight, inline", _chain_imap("inline")),
     Model("(c) chain, 32 in flight, SQPOLL", _chain_imap("sqpoll")),
     Model("(c') prepared chain, 32 in flight, SQPOLL", model_prepared_imap),
     Model("[files] (a) plain os.* in a loop", model_plain_files, files=True),
     Model("[files] (c) chains, 64 in flight, SQPOLL", model_imap_files, files=True),
+    Model("[files] (c') one Param chain, prepare().run(path=)", model_prepared_files, files=True),
+    Model("[files] (c') map(chain, paths), inline", _map_files("inline"), files=True),
+    Model("[files] (c') map(chain, paths), SQPOLL", _map_files("sqpoll"), files=True),
+    Model("[files] (c') map(chain, paths, cores=2)", _map_files("inline", 2), files=True),
+    Model("[files] (c') map(cores=2), .data() as bytes", _map_files("inline", 2, True),
+          files=True),
+    Model("[files] asyncio: await map_async(cores=2)", model_map_async_files, files=True),
     Model("[files] asyncio: run_async, all at once, SQPOLL", model_async_files, files=True),
     Model("[files] asyncio: aiofiles, all at once", model_aiofiles_files, "aiofiles", files=True),
 ]
@@ -267,9 +321,14 @@ def main(args) -> int:
             f.write(os.urandom(4096))
     quiet = args.json
     say = (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    rings = {"inline": Ring(256), "sqpoll": Ring(1024, sqpoll=True, slots=256,
+    # sq_idle_ms=10: the SQPOLL thread polls its core that long after its last chain, and a
+    # second's polling (the default) would take CPU 1 from the cores=2 rows that follow
+    rings = {"inline": Ring(1024), "sqpoll": Ring(1024, sqpoll=True, slots=256, sq_idle_ms=10,
                                                  sq_cpu=1 if two_cores else None)}
     ctx = Ctx(path, files, rings)
+    ctx.param_chain = _cat_param()
+    ctx.prepared = {k: r.prepare(_cat_chain(path)) for k, r in rings.items()}
+    ctx.prepared["param"] = rings["inline"].prepare(ctx.param_chain)
     _peers(ctx)
     models = [m for m in MODELS if not m.needs or m.needs not in ctx.why]
     say(f"open -> read 4 KiB -> close, n={n} per model, {nfiles} distinct files, {rounds} "
