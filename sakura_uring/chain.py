@@ -481,6 +481,7 @@ class Chain:
         if fd2_kind == FD_RING_SLOT:
             self._ring_slots.append(self._ring_seen[fd2])
         i = handle.index    # (`len` is a field here)
+        assert i is not None     # a step's own handle has its index
         if fills >= 0:
             self._nslots += 1
             self._fills.append(i)

@@ -59,7 +59,7 @@ class MapRun:
         core.check_open()
         t = self._timeout
         fz = self._chain._freeze(t is not None)
-        ops.pub._validate(fz)
+        ops.pub.validate(fz)
         if fz.cdata is None:
             fz.cdata = _native_views(fz)
         rows = _params.rows(fz, self._rows_in)

@@ -4,6 +4,7 @@ no lease, no pool, no per-run Python bookkeeping. Other threads' chains that the
 on the way are handed back and delivered as usual."""
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -12,10 +13,11 @@ from ._native import ffi, lib
 from .chain import STATX_SIZE, Chain, _check_timeout, _timeout_ns
 from .errors import RingClosed
 from .publish import _NOT_LAID, _native_views
-from .reaper import SLICE_NS, TAGS_MAX
+from .reaper import SLICE_NS, TAGS_MAX, copy_out
 from .result import ChainResult
 
 _NULL = ffi.NULL
+_EBUSY = errno.EBUSY
 
 
 class Prepared:
@@ -31,7 +33,7 @@ class Prepared:
         t = chain.timeout if timeout is None else _check_timeout(timeout)
         self._timeout_ns = _timeout_ns(t) if t is not None else 0
         fz = chain._freeze(t is not None)
-        pub._validate(fz)
+        pub.validate(fz)
         if fz.cdata is None:
             fz.cdata = _native_views(fz)
         self.chain = chain
@@ -105,34 +107,21 @@ class Prepared:
         return ChainResult(fz, res, datas, lengths)
 
     def _finish(self, ret: int) -> None:
-        """The slow part of a run (caller reaps): deliver the other chains reaped on the way,
-        wait out slices, stop the chain if the ring closes, and say what failed."""
-        core, reaper, c, others = self._core, self._reaper, self._c, self._others
+        """The slow part of a run (caller reaps): see wait_own."""
         if ret in _NOT_LAID:
             raise OSError(-ret, f"the native layer refused the prepared chain: "
                                 f"{os.strerror(-ret)}; nothing was laid")
-        err = None
-        if ret < 0:              # laid, but io_uring_enter failed: it waits in the SQ
-            err = OSError(-ret, f"io_uring_enter: {os.strerror(-ret)}")
-            ret = 0
+        c = self._c
         try:
-            while True:
-                if others[0]:
-                    reaper.complete(others[0])
-                    others[0] = 0
-                if ret == 1:
-                    break
-                if core.closing:     # close() waits for us: stop the chain
-                    lib.sk_cancel_pending(core.r, c.tag, c.total, c.res)
-                ret = lib.sk_call_wait(core.r, c, SLICE_NS, reaper.spin_ns, reaper.tags,
-                                       TAGS_MAX, others)
-                if ret < 0:
-                    raise OSError(-ret, f"waiting for completions: {os.strerror(-ret)}")
-        except BaseException:        # e.g. KeyboardInterrupt between slices: don't wait
-            self._abandon()
+            wait_own(self._core, self._reaper, c.tag, c.total, c.res, self._others, ret)
+        except BaseException:
+            if not self._done(c.res, c.total):
+                self._abandon()      # e.g. KeyboardInterrupt between slices: don't wait
             raise
-        if err is not None:
-            raise err
+
+    @staticmethod
+    def _done(res, total: int) -> bool:
+        return all(v != _PENDING for v in ffi.unpack(res, total))
 
     def _abandon(self) -> None:
         """The run is still in flight and nobody will wait for it: cancel it and let the
@@ -168,3 +157,72 @@ class Prepared:
             self.close()
         except Exception:
             pass
+
+
+_PENDING = -2**31          # a result slot no CQE has filled (SK_PENDING in shim.c)
+
+
+def wait_own(core, reaper, tag: int, total: int, res, others, ret: int) -> None:
+    """After a native call that laid chain `tag` and reaped for a slice (ret: 1 it is
+    done, 0 not yet, < 0 laid but io_uring_enter failed): deliver the other chains reaped
+    on the way, wait out more slices, stop the chain if the ring closes, and raise what
+    failed once the chain is done. The caller holds the reaper's lock."""
+    err = None
+    if ret < 0:              # laid, but io_uring_enter failed: it waits in the SQ
+        err = OSError(-ret, f"io_uring_enter: {os.strerror(-ret)}")
+        ret = 0
+    while True:
+        if others[0]:
+            reaper.complete(others[0])
+            others[0] = 0
+        if ret == 1:
+            break
+        if core.closing:     # close() waits for us: stop the chain
+            lib.sk_cancel_pending(core.r, tag, total, res)
+        ret = lib.sk_tag_wait(core.r, tag, SLICE_NS, reaper.spin_ns, reaper.tags, TAGS_MAX,
+                              others)
+        if ret < 0:
+            raise OSError(-ret, f"waiting for completions: {os.strerror(-ret)}")
+    if err is not None:
+        raise err
+
+
+def run_once(ops, fz, row, lengths) -> ChainResult | None:
+    """Ring.run's fast path for a frozen chain without a deadline: lease, lay and reap in
+    this thread with no Lease in the reaper's books; None when the pools or the SQ have
+    no room now (the caller takes the path that waits for it). An interrupted wait hands
+    the chain to the reaper (it is cancelled and completes like any other)."""
+    core, pools, reaper = ops.core, ops.pools, ops.reaper
+    others = reaper.others
+    reaper.lead()
+    try:
+        with core.lock:
+            core.check_open()
+            if not pools.room(fz.nslots):
+                return None
+            st = pools.lease(fz, None, None)
+            ret = ops.pub.lay_now(fz, st, row)
+            if ret in _NOT_LAID:
+                pools.give_back(st)
+                if ret == -_EBUSY:
+                    return None
+                ops.pub.refused(ret)
+        try:
+            ret = lib.sk_tag_wait(core.r, st.tag, SLICE_NS, reaper.spin_ns, reaper.tags,
+                                  TAGS_MAX, others)
+            wait_own(core, reaper, st.tag, fz.total, st.res, others, ret)
+        except BaseException:
+            if not Prepared._done(st.res, fz.total):
+                st.row = row
+                reaper.track(st)       # whoever reaps next completes (and frees) it
+                ops.pub.cancel(st)
+            raise
+    finally:
+        reaper.release()
+    res = ffi.unpack(st.res, fz.total)
+    datas = copy_out(fz, res, st.buf_addrs) if fz.data_steps else {}
+    if fz.nslots and not (fz.closes_all and min(res) >= 0):
+        reaper.release_unclosed(fz, res, st.slots)
+    pools.give_back(st)
+    reaper.room_given()
+    return ChainResult(fz, res, datas, lengths)

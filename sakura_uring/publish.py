@@ -41,7 +41,7 @@ class Publisher:
         core.check_open()
         t = chain.timeout if timeout is None else _check_timeout(timeout)
         fz = chain._freeze(t is not None)
-        self._validate(fz)
+        self.validate(fz)
         if fz.cdata is None:
             fz.cdata = _native_views(fz)
         row = None
@@ -64,7 +64,7 @@ class Publisher:
             self._reaper.start_completer()
         return st
 
-    def _validate(self, fz: Frozen) -> None:
+    def validate(self, fz: Frozen) -> None:
         if fz.total > self._sq_entries:
             raise ChainError(f"the chain needs {fz.total} SQ entries ({fz.nsteps} steps, "
                              f"{fz.ntimeouts} linked timeouts) but the ring has "
@@ -95,33 +95,46 @@ class Publisher:
         st = pools.lease(fz, future, aio)
         try:
             self._reaper.track(st)
-            steps, arena, buf_len, binds = fz.cdata
-            if row is None:
-                vals, varena, varena_len = _params.NO_VALUES, _params.NO_ARENA, 0
-            else:
-                vals, varena, varena_len = row.words, row.arena, row.arena_len
+            if row is not None:
                 st.row = row           # the kernel reads the values arena: keep it alive
-            args = (self._core.r, steps, fz.nsteps, fz.nslots, pools.scratch_slots,
-                    len(fz.buffers), pools.scratch_addr, pools.scratch_idx, buf_len, arena,
-                    len(fz.arena), st.ts, fz.ntimeouts, deadline, st.tag, fz.total, st.res,
-                    binds, len(fz.binds), vals, varena, varena_len)
         except BaseException:       # e.g. KeyboardInterrupt: nothing was laid
             self._unlay(st)
             raise
         # nothing between the try and the call can raise, so the kernel has the chain
         # exactly when the reaper's pending does (an exception after the call leaves it to
         # complete)
-        ret = lib.sk_submit_chain(*args)
+        ret = self.lay_now(fz, st, row, deadline)
         if ret >= 0:
             return st
         if ret in _NOT_LAID:
             self._unlay(st)
             if ret == -errno.EBUSY:   # the SQ has no room yet (SQPOLL hasn't consumed it)
                 return None
-            if ret == -errno.ERANGE:
-                raise ChainError("the native layer refused the chain: a step names a slot, "
-                                 "buffer or arena offset outside what the chain was given. "
-                                 "This is a bug in sakura_uring; nothing was laid")
+        self.refused(ret)
+        return None   # not reached
+
+    def lay_now(self, fz: Frozen, st: Lease, row, deadline: int = 0) -> int:
+        """The one native call that lays a leased chain (caller holds the lock): its
+        answer, >= 0 laid, _NOT_LAID nothing laid, else laid but io_uring_enter failed."""
+        pools = self._pools
+        steps, arena, buf_len, binds = fz.cdata
+        if row is None:
+            vals, varena, varena_len = _params.NO_VALUES, _params.NO_ARENA, 0
+        else:
+            vals, varena, varena_len = row.words, row.arena, row.arena_len
+        return lib.sk_submit_chain(
+            self._core.r, steps, fz.nsteps, fz.nslots, pools.scratch_slots, len(fz.buffers),
+            pools.scratch_addr, pools.scratch_idx, buf_len, arena, len(fz.arena), st.ts,
+            fz.ntimeouts, deadline, st.tag, fz.total, st.res, binds, len(fz.binds), vals,
+            varena, varena_len)
+
+    @staticmethod
+    def refused(ret: int) -> None:
+        """Raise what a failed sk_submit_chain means (not -EBUSY: that is "wait")."""
+        if ret == -errno.ERANGE:
+            raise ChainError("the native layer refused the chain: a step names a slot, "
+                             "buffer or arena offset outside what the chain was given. "
+                             "This is a bug in sakura_uring; nothing was laid")
         # else: laid, but io_uring_enter failed; it stays in the SQ for the next enter
         raise OSError(-ret, f"io_uring_enter: {os.strerror(-ret)}")
 

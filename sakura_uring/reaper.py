@@ -46,6 +46,7 @@ class Reaper:
         self.orphans: dict = {}                 # tag -> (Lease, arrays) of a Prepared run
                                                 # abandoned in flight: freed when it completes
         self.tags = ffi.new("uint32_t[]", TAGS_MAX)
+        self.others = ffi.new("int *")          # sk_tag_wait's count of other chains done
         self.lock = threading.Lock()            # consuming the CQ
         self._cv = threading.Condition(threading.Lock())
         self._followers = 0
@@ -91,13 +92,17 @@ class Reaper:
         fz = st.fz
         vals = ffi.unpack(st.res, fz.total)
         datas = copy_out(fz, vals, st.buf_addrs)
-        if st.slots:
+        if st.slots and not (fz.closes_all and min(vals) >= 0):
             self.release_unclosed(fz, vals, st.slots)
         self._pools.give_back(st)
-        if self._aio.room_waiters:     # a check per completion, a call only when needed
-            self._aio.room_freed()
+        self.room_given()
         lengths = st.row.lengths(0) if st.row is not None else None
         self.deliver(st, ChainResult(fz, vals, datas, lengths), None)
+
+    def room_given(self) -> None:
+        """A chain gave its lease back: wake a run_async caller waiting for room."""
+        if self._aio.room_waiters:     # a check per completion, a call only when needed
+            self._aio.room_freed()
 
     def release_unclosed(self, fz, vals: list, slots) -> None:
         """Slots a step filled and no step of the chain closed: empty them now."""

@@ -160,3 +160,50 @@ def test_prepare_refuses_what_publish_refuses(ring):
     with pytest.raises(su.ChainError, match="SQ entries"):
         ring.prepare(big)
     assert ring.free_slots == ring.slots
+
+
+def test_ring_run_of_a_chain_run_before_takes_the_one_call_path(ring, data_file):
+    """The second run() of a chain is laid and reaped by this thread alone (run_once):
+    same results, the lease back after each run."""
+    c, d = _cat(str(data_file))
+    first = ring.run(c)
+    for _ in range(100):
+        r = ring.run(c)
+        assert [s.res for s in r] == [s.res for s in first] and r[d].data == data_file.read_bytes()
+        assert ring.free_slots == ring.slots and ring.inflight == 0
+
+
+def test_an_interrupted_ring_run_is_handed_to_the_reaper(ring):
+    r_fd, w_fd = os.pipe()
+
+    class Stop(Exception):
+        pass
+
+    def boom(*_):
+        raise Stop
+    old = signal.signal(signal.SIGALRM, boom)
+    try:
+        c = Chain()
+        d = c.read(r_fd, 10)
+        nop = Chain()
+        nop.nop()
+        ring.run(nop)
+        tags = len(ring._pools.free_tags)
+        os.write(w_fd, b"x")
+        assert ring.run(c)[d].data == b"x"   # frozen on this run
+        os.write(w_fd, b"y")
+        assert ring.run(c)[d].data == b"y"   # laid by run_once
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Stop):
+            ring.run(c)
+        assert ring.inflight == 1             # the reaper has it, cancelled
+        deadline = time.monotonic() + 5
+        while ring.inflight and time.monotonic() < deadline:
+            ring.run(nop)
+        assert ring.inflight == 0 and len(ring._pools.free_tags) == tags
+        assert ring.free_slots == ring.slots
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        os.close(r_fd)
+        os.close(w_fd)

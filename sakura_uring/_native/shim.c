@@ -781,10 +781,9 @@ int sk_probe_direct(void)
 
 /* ---- a prepared chain: lay, submit and wait in one call (Ring.prepare) -------------- */
 
-/* Reap until tag `own` completes (1), the slice ends (0) or an error; the other chains
-   completed meanwhile are left in tags[0..*others). */
-int sk_call_wait(struct sk_ring *r, const struct sk_call *c, long long slice_ns,
-                 long long spin_ns, uint32_t *tags, unsigned max_tags, int *others)
+/* the other chains completed meanwhile are left in tags[0..*others) */
+int sk_tag_wait(struct sk_ring *r, uint32_t own, long long slice_ns, long long spin_ns,
+                uint32_t *tags, unsigned max_tags, int *others)
 {
     unsigned k = 0;
     int woken = 0;
@@ -799,7 +798,7 @@ int sk_call_wait(struct sk_ring *r, const struct sk_call *c, long long slice_ns,
     for (;;) {
         process(r, tags, max_tags, &k, &woken);
         for (unsigned i = 0; i < k; i++)
-            if (tags[i] == c->tag) {
+            if (tags[i] == own) {
                 tags[i] = tags[--k];
                 *others = (int)k;
                 return 1;
@@ -829,7 +828,7 @@ int sk_call_run(struct sk_ring *r, const struct sk_call *c, const uint64_t *vals
                               deadline_ns, c->tag, c->total, c->res, c->binds, c->nbinds,
                               vals, varena, varena_len);
     if (ret < 0) return ret;
-    return sk_call_wait(r, c, slice_ns, spin_ns, tags, max_tags, others);
+    return sk_tag_wait(r, c->tag, slice_ns, spin_ns, tags, max_tags, others);
 }
 
 /* ---- the map: one chain over many rows of values (Ring.map) ------------------------- */

@@ -139,8 +139,9 @@ int sk_call_run(struct sk_ring *r, const struct sk_call *c, const uint64_t *vals
                 const char *varena, uint64_t varena_len, long long deadline_ns,
                 long long slice_ns, long long spin_ns, uint32_t *tags, unsigned max_tags,
                 int *others);
-int sk_call_wait(struct sk_ring *r, const struct sk_call *c, long long slice_ns,
-                 long long spin_ns, uint32_t *tags, unsigned max_tags, int *others);
+/* Reap (under the reaper's lock) until chain `tag` completes: 1, or 0 when slice_ns passed */
+int sk_tag_wait(struct sk_ring *r, uint32_t tag, long long slice_ns, long long spin_ns,
+                uint32_t *tags, unsigned max_tags, int *others);
 struct sk_map *sk_map_new(struct sk_ring *r, const struct sk_map_desc *d, int *err);
 int sk_map_check(struct sk_ring *r, struct sk_map *m, unsigned *bad_step);
 int sk_map_run(struct sk_ring *r, struct sk_map *m, long long slice_ns, long long spin_ns,
