@@ -36,6 +36,19 @@ def test_examples_run():
     assert b"completions handled in kernel" in out.stderr
 
 
+def test_many_files_example_runs(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"x" * 10)
+    b.write_bytes(b"y" * 5000)
+    out = subprocess.run([sys.executable, str(ROOT / "examples/many_files.py"), str(a),
+                          str(tmp_path / "missing"), str(b)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [f"{a}: 10 bytes", f"{tmp_path / 'missing'}: missing",
+                                       f"{b}: 4096 bytes"]
+    assert "row 1 failed at openat" in out.stderr and "10 bytes (prepared run)" in out.stderr
+
+
 def test_kernel_handlers_doc_example_handler_compiles_and_runs():
     """The handler written out in docs/kernel-handlers.md is the one that runs."""
     text = (ROOT / "docs/kernel-handlers.md").read_text()
