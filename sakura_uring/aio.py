@@ -14,7 +14,16 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import RingFull
+
+
+class _Waiting:
+    """A run_async chain queued for room, and the Lease it got once laid."""
+    __slots__ = ("loop", "fut", "chain", "timeout", "values", "lease")
+
+    def __init__(self, loop, fut, chain, timeout, values):
+        self.loop, self.fut, self.chain = loop, fut, chain
+        self.timeout, self.values = timeout, values
+        self.lease = None
 
 
 @dataclass(frozen=True)
@@ -22,9 +31,11 @@ class RingOps:
     """What the bridge may ask of its Ring."""
     register_eventfd: Callable[[int], None]    # have the ring signal this eventfd (raises)
     drain: Callable[[], None]                  # deliver every completion posted so far
-    publish: Callable[..., Any]                # lay a chain without blocking (RingFull)
+    publish: Callable[..., Any]                # lay a chain if there is room, else None
     cancel: Callable[[Any], None]              # cancel a chain laid by publish
     progress: Callable[[], None]               # let the kernel take up the SQ
+    row: Callable[..., Any]                    # a chain's values, checked, for publish
+    room: Callable[[int], bool]                # a tag and this many slots are free now
     inflight: Callable[[], int]                # chains laid and not yet complete
 
 
@@ -33,48 +44,49 @@ class LoopBridge:
         self._ops = ops
         self.efd: int | None = None
         self._loops: dict = {}
-        # (loop, Future) of callers told RingFull; the ring looks at it per completion, so
-        # a plain attribute (room_freed() only when it is not empty); a deque, because each
-        # completion wakes one of them (all at once made 10,000 waiters retry per completion)
+        # run_async chains refused for lack of room, oldest first (_Waiting); the ring
+        # looks at it per completion, so a plain attribute (room_freed() only when it is
+        # not empty); each completion lays as many as then fit
         self.room_waiters: deque = deque()
+        self._room_lock = threading.Lock()
         self._lock = threading.Lock()
 
     # -- the coroutine ----------------------------------------------------------------
     async def run(self, chain, timeout: float | None, values: dict | None = None):
         loop = self._loop_here() or asyncio.get_running_loop()
         self.attach(loop)
-        fut = loop.create_future()
         ops = self._ops
-        while True:
-            try:
-                st = ops.publish(chain, timeout, aio=(loop, fut), values=values)
-                break
-            except RingFull:
-                pass
-            # Wait for the next completion, which gives room back. The waiter is registered
-            # before the retry, so a completion between the refusal and the wait is not missed.
-            room = self.wait_room(loop)
-            try:
-                st = ops.publish(chain, timeout, aio=(loop, fut), values=values)
-                room.cancel()       # not needed: a completion skips it (wakes the next one)
-                break
-            except RingFull:
-                if ops.inflight():
-                    try:
-                        await room
-                    except asyncio.CancelledError:
-                        if room.done() and not room.cancelled():
-                            self.room_freed()    # woken, then cancelled: pass the room on
-                        raise
-                else:               # only the SQ is short: the SQPOLL thread frees it alone
-                    room.cancel()
-                    ops.progress()
-                    await asyncio.sleep(0)
+        if values:
+            values = ops.row(chain, timeout, values)   # checked once, not at every retry
+        fut = loop.create_future()
+        aio = (loop, fut)
+        st = ops.publish(chain, timeout, aio, values)
+        w = None
+        if st is None:
+            # No room: queue it; the completion that gives room back lays it, in whatever
+            # thread reaps (room_freed), and this coroutine only ever waits for its result.
+            w = _Waiting(loop, fut, chain, timeout, values)
+            self.room_waiters.append(w)
+            self.room_freed()       # room given back between the refusal and the append
+            if w.lease is None and not ops.inflight():
+                loop.call_soon(self._nudge, loop)   # only the SQ is short: no completion
         try:
-            return await asyncio.shield(fut)
+            # not shielded: a cancelled task cancels `fut` (a result delivered later finds
+            # it done and is dropped), which saves a Future and two callbacks per chain
+            return await fut
         except asyncio.CancelledError:
-            ops.cancel(st)         # the task was cancelled: stop the chain in the kernel too
+            lease = st if st is not None else w.lease if w is not None else None
+            if lease is not None:
+                ops.cancel(lease)   # the task was cancelled: stop the chain in the kernel too
             raise
+
+    def _nudge(self, loop) -> None:
+        """Queued chains and nothing in flight: only the SQ is short, and the SQPOLL thread
+        frees it alone; retry soon instead of waiting for a completion that won't come."""
+        self._ops.progress()
+        self.room_freed()
+        if self.room_waiters and not self._ops.inflight():
+            loop.call_later(0.0001, self._nudge, loop)
 
     # -- loops and the eventfd ----------------------------------------------------------
     def attach(self, loop) -> None:
@@ -123,6 +135,8 @@ class LoopBridge:
         """In a fork() child: the loops are the parent's."""
         self._loops = {}
         self._lock = threading.Lock()
+        self._room_lock = threading.Lock()
+        self.room_waiters = deque()
 
     def signal(self) -> None:
         """Wake the loops: a completion may wait that the last reaper did not deliver."""
@@ -145,39 +159,36 @@ class LoopBridge:
         self._ops.drain()
 
     # -- delivery -------------------------------------------------------------------------
-    def wait_room(self, loop):
-        """A Future of `loop` that is set once a chain completes (and gives back a tag, its
-        slots and buffers). Registered *before* the publish that may be refused, so a
-        completion in between can't be missed."""
-        fut = loop.create_future()
-        self.room_waiters.append((loop, fut))
-        return fut
-
     def room_freed(self) -> None:
-        """A chain completed and gave its room back: wake one waiter that still waits
-        (in its loop; one that stopped waiting meanwhile passes the wakeup on)."""
+        """Room was given back (a chain completed): lay queued chains, oldest first, while
+        they fit (any thread; one at a time). One whose task was cancelled is dropped; one
+        the ring refuses (closed) gets the error as its result."""
         waiters = self.room_waiters
-        while waiters:
-            try:
-                loop, fut = waiters.popleft()
-            except IndexError:              # another thread took the last one
-                return
-            if fut.done():                  # cancelled: its owner published, or gave up
-                continue
-            try:
-                if in_loop(loop):
-                    self._wake(fut)
-                else:
-                    loop.call_soon_threadsafe(self._wake, fut)
-                return
-            except RuntimeError:            # its loop is closed: try the next one
-                continue
+        with self._room_lock:
+            while waiters:
+                w = waiters[0]
+                if w.fut.done():            # cancelled while queued
+                    waiters.popleft()
+                    continue
+                if not self._ops.room(w.chain._nslots):
+                    return                  # the cheap look first: no tag or slots yet
+                try:
+                    st = self._ops.publish(w.chain, w.timeout, (w.loop, w.fut), w.values)
+                except Exception as exc:    # e.g. RingClosed: that chain's answer
+                    waiters.popleft()
+                    _deliver_into(w.loop, w.fut, None, exc)
+                    continue
+                if st is None:
+                    return                  # still no room: it stays at the head
+                w.lease = st
+                waiters.popleft()
 
-    def _wake(self, fut) -> None:
-        if fut.done():                      # cancelled after we chose it: the next one
-            self.room_freed()
-        else:
-            fut.set_result(None)
+    def fail_waiting(self, error) -> None:
+        """The ring closes: queued chains will never be laid."""
+        with self._room_lock:
+            while self.room_waiters:
+                w = self.room_waiters.popleft()
+                _deliver_into(w.loop, w.fut, None, error)
 
     @staticmethod
     def deliver(aio, result, error) -> None:

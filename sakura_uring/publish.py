@@ -34,35 +34,59 @@ class Publisher:
         self.supported = self._kernel.opcodes   # a test narrows it to fake an old kernel
 
     def publish(self, chain: Chain, timeout, block: bool, future=None, aio=None,
-                values: dict | None = None) -> Lease:
+                values=None) -> Lease:
+        """Lay `chain`; block=True waits for room, block=False raises RingFull."""
+        fz, row, deadline = self._checked(chain, timeout, values)
+        while True:
+            st = self._try(fz, row, deadline, future, aio)
+            if st is not None:
+                break
+            if not block:
+                raise RingFull(f"no room for the chain now ({len(self._reaper.pending)} chains "
+                               f"in flight, {len(self._pools.free_slots)} free slots)")
+            self.make_progress()
+        if future is not None:
+            self._reaper.start_completer()
+        return st
+
+    def offer(self, chain: Chain, timeout, aio, values=None) -> Lease | None:
+        """Lay `chain` if there is room now, else None (run_async retries after the next
+        completion: no exception per refusal, whose traceback cycles the GC must find)."""
+        fz, row, deadline = self._checked(chain, timeout, values)
+        return self._try(fz, row, deadline, None, aio)
+
+    def _checked(self, chain: Chain, timeout, values):
+        """The chain frozen and checked against this ring, its values, its deadline."""
         if not isinstance(chain, Chain):
             raise TypeError(f"expected a sakura_uring.Chain, not {type(chain).__name__}")
-        core = self._core
-        core.check_open()
+        self._core.check_open()
         t = chain.timeout if timeout is None else _check_timeout(timeout)
         fz = chain._freeze(t is not None)
         self.validate(fz)
         if fz.cdata is None:
             fz.cdata = _native_views(fz)
         row = None
-        if values or fz.params:
+        if isinstance(values, _params.Rows):
+            row = values               # built once by a caller that retries (run_async)
+        elif values or fz.params:
             row = _params.row(fz, values or {})
-        deadline = time.monotonic_ns() + _timeout_ns(t) if t is not None else 0
-        pools = self._pools
-        while True:
-            with core.lock:
-                core.check_open()
-                if pools.room(fz.nslots):
-                    st = self.lay(fz, deadline, future, aio, row)
-                    if st is not None:
-                        break
-            if not block:
-                raise RingFull(f"no room for the chain now ({len(self._reaper.pending)} chains "
-                               f"in flight, {len(pools.free_slots)} free slots)")
-            self.make_progress()
-        if future is not None:
-            self._reaper.start_completer()
-        return st
+        return fz, row, (time.monotonic_ns() + _timeout_ns(t) if t is not None else 0)
+
+    def _try(self, fz: Frozen, row, deadline: int, future, aio) -> Lease | None:
+        core = self._core
+        with core.lock:
+            core.check_open()
+            if self._pools.room(fz.nslots):
+                return self.lay(fz, deadline, future, aio, row)
+        return None
+
+    def row_for(self, chain: Chain, timeout, values: dict):
+        """A chain's values checked once (params.Rows), for a caller that may publish the
+        chain several times before it fits (run_async waiting for room)."""
+        if not isinstance(chain, Chain):
+            raise TypeError(f"expected a sakura_uring.Chain, not {type(chain).__name__}")
+        t = chain.timeout if timeout is None else _check_timeout(timeout)
+        return _params.row(chain._freeze(t is not None), values)
 
     def validate(self, fz: Frozen) -> None:
         if fz.total > self._sq_entries:

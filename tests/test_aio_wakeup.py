@@ -123,8 +123,8 @@ def test_stress_one_loop_sqpoll_sleeping_and_other_reapers():
 
 
 def test_waiting_for_room_needs_no_poll():
-    """More chains than slots: run_async waits for the completion that gives a slot back
-    (a Future set by that completion), not on a sleep."""
+    """More chains than slots: a refused run_async is queued and laid by the completion
+    that gives a slot back, not by a sleep or a retry loop."""
     with su.Ring(64, slots=4) as ring:
         async def one():
             c = Chain()
@@ -142,12 +142,12 @@ def test_waiting_for_room_needs_no_poll():
         assert all(res)
         assert_pools_full(ring)
         waiters = ring._aio.room_waiters
-        assert not waiters or all(f.done() for _, f in waiters)
+        assert not waiters or all(w.fut.done() for w in waiters)
 
 
 def test_a_completion_wakes_the_next_waiter_that_still_waits(tmp_path):
-    """A completion wakes one run_async waiter (all at once made 10,000 waiters retry per
-    completion); one cancelled meanwhile is skipped, so the room reaches the next one."""
+    """A completion lays the next queued run_async chain (waking all of them made 10,000
+    retry per completion); one cancelled meanwhile is skipped, so the room reaches the next."""
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with su.Ring(64, slots=1) as ring:
@@ -183,3 +183,36 @@ def test_a_completion_wakes_the_next_waiter_that_still_waits(tmp_path):
         asyncio.run(main())
         assert_pools_full(ring)
         assert not ring._aio.room_waiters
+
+
+def test_queued_run_async_chains_get_ring_closed_when_the_ring_closes():
+    """Chains queued for room when the ring closes are never laid: each gets RingClosed."""
+    r_fd, w_fd = os.pipe()
+    ring = su.Ring(64, slots=1)
+    try:
+        async def main():
+            hold = Chain(link=Link.HARD)
+            f = hold.openat("/etc/hostname")    # takes the only slot...
+            hold.read(r_fd, 1)                  # ...and keeps it while this read waits
+            hold.close(f)
+            a = asyncio.ensure_future(ring.run_async(hold))
+            await asyncio.sleep(0.2)
+            assert not a.done() and ring.free_slots == 0
+            queued = []
+            for _ in range(3):
+                c = Chain()
+                c.close(c.openat("/etc/hostname"))
+                queued.append(asyncio.ensure_future(ring.run_async(c)))
+            await asyncio.sleep(0.2)
+            assert len(ring._aio.room_waiters) == 3
+            ring.close()
+            for q in queued:
+                with pytest.raises(su.RingClosed):
+                    await asyncio.wait_for(q, 5)
+            with pytest.raises(su.RingClosed):
+                await asyncio.wait_for(a, 5)
+        asyncio.run(main())
+    finally:
+        ring.close()
+        os.close(r_fd)
+        os.close(w_fd)
