@@ -12,7 +12,6 @@ names the map), so any thread that reaps completes them correctly."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -226,11 +225,10 @@ class MapResult:
         self._src = None             # the buffer object views() slice (they hold it)
 
     def __del__(self):
-        # the region goes back to the ring for the next map, unless a view still sees it
-        # (each view holds the buffer object it was cut from: ours is then not the only
-        # reference, and getrefcount counts its own argument too)
-        if self._pools is not None and (self._src is None or sys.getrefcount(self._src) <= 2):
-            self._pools.give_region(self._data)
+        # the region goes back to the ring for the next map, which takes it only once no
+        # view still sees it
+        if self._pools is not None:
+            self._pools.give_region(self._data, self._src)
 
     def __len__(self) -> int:
         return self._count

@@ -7,6 +7,7 @@ all at once when the chain completes (or was never laid)."""
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from ._native import ffi, lib
@@ -15,6 +16,7 @@ from .errors import ChainError
 
 _EMPTY = ()
 REGION_KEEP = 256 << 20       # a map's output region larger than this is not kept
+REGIONS_KEPT = 2
 _raw = ffi.new_allocator(should_clear_after_alloc=False)   # every byte is written first
 
 
@@ -56,7 +58,7 @@ class Pools:
                           for i in range(buffers)]
         self._tag_arrays: list[Any] = [_EMPTY] * (max_chains + 1)
         self.registered: dict[int, Fixed] = {}     # register_file() handles by slot
-        self._region: Any = None                      # a map's output memory, kept warm
+        self._regions: list = []                      # maps' output memory, kept warm
         self._generation = 0
         # what sk_submit_chain reads besides the chain (only during the call, under the lock)
         self.scratch_slots = ffi.new("int32_t[]", max(slots, 1))
@@ -131,19 +133,23 @@ class Pools:
         return tags, slots
 
     def take_region(self, size: int):
-        """Memory for a map's bytes: the kept region when it is large enough (its pages
-        are already mapped), else a new one."""
-        r = self._region
-        if r is not None and ffi.sizeof(r) >= size:
-            self._region = None
-            return r
+        """Memory for a map's bytes: a kept region large enough whose views are all gone
+        (its pages are already mapped), else a new one."""
+        for k, (region, src) in enumerate(self._regions):
+            # a view holds `src` (the buffer object it was cut from); here src is referred
+            # to by the list's tuple, this loop's name and getrefcount's argument
+            if ffi.sizeof(region) >= size and (src is None or sys.getrefcount(src) <= 3):
+                del self._regions[k]
+                return region
         return _raw("char[]", size)
 
-    def give_region(self, region) -> None:
-        """Keep the largest region a finished map gave back (at most REGION_KEEP bytes)."""
-        size = ffi.sizeof(region)
-        if size <= REGION_KEEP and (self._region is None or ffi.sizeof(self._region) < size):
-            self._region = region
+    def give_region(self, region, src) -> None:
+        """A finished map's region (and the buffer object its views were cut from, or
+        None): kept for the next map, the two largest at most, REGION_KEEP bytes each."""
+        if ffi.sizeof(region) <= REGION_KEEP:
+            self._regions.append((region, src))
+            self._regions.sort(key=lambda e: -ffi.sizeof(e[0]))
+            del self._regions[REGIONS_KEPT:]
 
     def give_back_many(self, tags: list, slots: list) -> None:
         self.free_slots.extend(reversed(slots))

@@ -231,6 +231,17 @@ def model_async_files(ctx, n):
     asyncio.run(go())
 
 
+def model_async_param_files(ctx, n):
+    ring, chain = ctx.rings["sqpoll"], ctx.param_chain
+
+    async def one(p):
+        return (await ring.run_async(chain, path=p)).data(1)
+
+    async def go():
+        await asyncio.gather(*[one(p) for p in ctx.files])
+    asyncio.run(go())
+
+
 def model_aiofiles_files(ctx, n):
     import aiofiles
 
@@ -276,6 +287,8 @@ MODELS = [
           files=True),
     Model("[files] asyncio: await map_async(cores=2)", model_map_async_files, files=True),
     Model("[files] asyncio: run_async, all at once, SQPOLL", model_async_files, files=True),
+    Model("[files] asyncio: run_async(Param chain), all at once", model_async_param_files,
+          files=True),
     Model("[files] asyncio: aiofiles, all at once", model_aiofiles_files, "aiofiles", files=True),
 ]
 # the references each row is compared with: the first model of its kind in the table
