@@ -27,7 +27,7 @@ from .pools import Lease, Pools, _next_pow2
 from .maps import MapOps, MapRun, spread
 from . import params as _params
 from .prepared import Prepared, run_once
-from .publish import Publisher
+from .publish import Publisher, _native_views
 from .reaper import Reaper
 from .result import ChainResult
 
@@ -139,16 +139,18 @@ class Ring:
         the kernel, so the steps still running at the deadline come back cancelled.
         values: one per Param of the chain (Chain.param), by name."""
         if timeout is None and type(chain) is Chain and chain.timeout is None:
-            fz = chain._frozen.get(False)
-            if fz is not None and fz.cdata is not None:   # laid before: the fast path
-                self._pub.validate(fz)
-                row = lengths = None
-                if values or fz.params:
-                    row = _params.row(fz, values)
-                    lengths = row.lengths(0)
-                r = run_once(self._map_ops, fz, row, lengths)
-                if r is not None:
-                    return r
+            # no deadline: this thread lays and reaps it alone (prepared.run_once)
+            fz = chain._frozen.get(False) or chain._freeze(False)
+            if fz.cdata is None:
+                fz.cdata = _native_views(fz)
+            self._pub.validate(fz)
+            row = lengths = None
+            if values or fz.params:
+                row = _params.row(fz, values)
+                lengths = row.lengths(0)
+            r = run_once(self._map_ops, fz, row, lengths)
+            if r is not None:
+                return r
         st = self._pub.publish(chain, timeout, True, values=values)
         try:
             self._reaper.wait(st)
