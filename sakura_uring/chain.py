@@ -531,6 +531,14 @@ class Chain:
             self._bind(p, what)
         return binds, fd, addr, off, 0 if len == -1 else len, length
 
+    def _offset(self, offset):
+        """A read/write offset (-1: the file position) as the SQE takes it, or a Param."""
+        if isinstance(offset, Param):
+            return self._bind(offset, BIND_OFF)
+        if type(offset) is not int or not -1 <= offset < 2**63:
+            _check_int("offset", offset, -1, 2**63 - 1)
+        return offset & _U64
+
     def _next(self) -> int:
         n = len(self._steps)
         if n >= MAX_STEPS:
@@ -598,12 +606,7 @@ class Chain:
             raise ChainError("max_length= goes with a Param length only")
         elif type(length) is not int or not 0 <= length <= MAX_RW:
             _check_int("length", length, 0, MAX_RW)
-        if isinstance(offset, Param):
-            off = self._bind(offset, BIND_OFF)
-        else:
-            if type(offset) is not int or not -1 <= offset < 2**63:
-                _check_int("offset", offset, -1, 2**63 - 1)
-            off = offset & _U64
+        off = self._offset(offset)
         _check_bool("exact", exact)
         buf = len(self._buffers)
         if isinstance(length, Param):
@@ -617,12 +620,7 @@ class Chain:
         """Write bytes, or the buffer a read/recv step of this chain filled, at `offset`.
         A short write is a failure."""
         kind, fd = self._file(file)
-        if isinstance(offset, Param):
-            off = self._bind(offset, BIND_OFF)
-        else:
-            if type(offset) is not int or not -1 <= offset < 2**63:
-                _check_int("offset", offset, -1, 2**63 - 1)
-            off = offset & _U64
+        off = self._offset(offset)
         timeout = _check_timeout(timeout)
         akind, addr, length = self._data(data)
         return self._add("write", Step(self, self._next(), "write", _KEY), timeout, fd_kind=kind,

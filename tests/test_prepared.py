@@ -1,5 +1,6 @@
 """Ring.prepare(chain): a chain that owns its tag, slots and buffers on one ring; each run
 is one native call (sk_call_run). Checked against ring.run of the same chain and plain os.*."""
+import contextlib
 import os
 import signal
 import threading
@@ -9,6 +10,24 @@ import pytest
 
 import sakura_uring as su
 from sakura_uring import Chain, RingClosed
+
+
+class Stop(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _raising_alarm(seconds: float):
+    """A SIGALRM handler that raises Stop after `seconds`: an interrupt in a native wait."""
+    def boom(*_):
+        raise Stop
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def _cat(path):
@@ -92,20 +111,12 @@ def test_an_interrupted_run_is_cancelled_and_its_lease_comes_back(ring):
     """A signal handler that raises while the run waits: the run is abandoned (cancelled),
     and the reaper frees its tag and slot when its CQEs arrive."""
     r_fd, w_fd = os.pipe()
-
-    class Stop(Exception):
-        pass
-
-    def boom(*_):
-        raise Stop
-    old = signal.signal(signal.SIGALRM, boom)
     try:
         c = Chain()
         c.read(r_fd, 10)
         tags = len(ring._pools.free_tags)
         p = ring.prepare(c)
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
-        with pytest.raises(Stop):
+        with pytest.raises(Stop), _raising_alarm(0.1):
             p.run()
         with pytest.raises(RingClosed):
             p.run()
@@ -117,8 +128,6 @@ def test_an_interrupted_run_is_cancelled_and_its_lease_comes_back(ring):
         assert not ring._reaper.orphans
         assert len(ring._pools.free_tags) == tags
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
         os.close(r_fd)
         os.close(w_fd)
 
@@ -175,13 +184,6 @@ def test_ring_run_of_a_chain_run_before_takes_the_one_call_path(ring, data_file)
 
 def test_an_interrupted_ring_run_is_handed_to_the_reaper(ring):
     r_fd, w_fd = os.pipe()
-
-    class Stop(Exception):
-        pass
-
-    def boom(*_):
-        raise Stop
-    old = signal.signal(signal.SIGALRM, boom)
     try:
         c = Chain()
         d = c.read(r_fd, 10)
@@ -193,8 +195,7 @@ def test_an_interrupted_ring_run_is_handed_to_the_reaper(ring):
         assert ring.run(c)[d].data == b"x"   # frozen on this run
         os.write(w_fd, b"y")
         assert ring.run(c)[d].data == b"y"   # laid by run_once
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
-        with pytest.raises(Stop):
+        with pytest.raises(Stop), _raising_alarm(0.1):
             ring.run(c)
         assert ring.inflight == 1             # the reaper has it, cancelled
         deadline = time.monotonic() + 5
@@ -203,7 +204,5 @@ def test_an_interrupted_ring_run_is_handed_to_the_reaper(ring):
         assert ring.inflight == 0 and len(ring._pools.free_tags) == tags
         assert ring.free_slots == ring.slots
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
         os.close(r_fd)
         os.close(w_fd)
