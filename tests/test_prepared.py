@@ -70,6 +70,7 @@ def test_prepared_with_params_reads_each_file(any_ring, tmp_path):
         p.run(path="x")
 
 
+@pytest.mark.needs("link")
 def test_other_threads_chains_complete_while_a_prepared_one_reaps(any_ring, data_file):
     c, d = _cat(str(data_file))
     p = any_ring.prepare(c)
