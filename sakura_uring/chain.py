@@ -211,6 +211,17 @@ class Frozen:
     cdata: Any = field(default=None, repr=False)      # native views, made by the ring
 
 
+_IDENTITY: dict[int, tuple[tuple, tuple]] = {}
+
+
+def _identity(n: int) -> tuple[tuple, tuple]:
+    """(step -> SQE position, step -> timeout position) of n steps without timeouts."""
+    pos = _IDENTITY.get(n)
+    if pos is None:
+        pos = _IDENTITY[n] = (tuple(range(n)), (-1,) * n)
+    return pos
+
+
 def _check_int(name: str, value, lo: int, hi: int, exc=ChainError) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -292,30 +303,40 @@ class Chain:
     an absolute deadline on every step that has no timeout of its own).
     """
 
+    # What most chains never use is a shared empty tuple until a step needs a list of its
+    # own (_lazy): a fresh chain is built for every run, so each container costs.
+    _ring_slots: Any = ()        # ring-registered Fixed handles the steps use
+    _ring_seen: Any = ()         # slot -> that handle, between _file and _add
+    _pins: Any = ()              # large data objects that must outlive the chain
+    _params: Any = ()            # Params, by index
+    _names: Any = ()             # Param name -> Param
+    _binds: Any = ()             # (step, BIND_*, param index)
+    _sized: Any = ()             # (step, param, exact): length per run
+
     def __init__(self, *, link: Link = Link.SOFT, timeout: float | None = None):
-        if not isinstance(link, Link):
+        if type(link) is not Link:
             raise TypeError(f"link must be a sakura_uring.Link, not {type(link).__name__}")
         self.link = link
-        self.timeout = _check_timeout(timeout)
+        self.timeout = None if timeout is None else _check_timeout(timeout)
         self._steps: list[_StepInfo] = []
         self._packed: list[bytes] = []
         self._arena = bytearray()
         self._nslots = 0
         self._buffers: list[int] = []
-        self._ring_slots: list[Fixed] = []
-        self._ring_seen: dict[int, Fixed] = {}
-        self._pins: list = []
         self._frozen: dict[bool, Frozen] = {}
-        self._params: list[Param] = []
-        self._names: dict[str, Param] = {}
-        self._binds: list[tuple[int, int, int]] = []
-        self._sized: list[tuple[int, int, bool]] = []   # (step, param, exact): length per run
         # kept as steps are added, so _freeze makes no pass of its own
         self._ntimed = 0                                 # steps with a timeout of their own
         self._opcodes: set[int] = set()
         self._fills: list[int] = []                      # local slot -> the step filling it
         self._closes: list[list[int]] = []               # local slot -> steps closing it
         self._data_steps: list[tuple[int, int, bool]] = []  # (step, buffer, is statx)
+
+    def _lazy(self, name: str, empty):
+        """The chain's own container `name` (made from `empty` on first use)."""
+        have = self.__dict__.get(name)
+        if have is None:
+            have = self.__dict__[name] = empty
+        return have
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -342,8 +363,8 @@ class Chain:
         if len(self._params) >= MAX_PARAMS:
             raise ChainError(f"a chain takes at most {MAX_PARAMS} Params")
         p = Param(self, name, len(self._params), _KEY)
-        self._params.append(p)
-        self._names[name] = p
+        self._lazy("_params", []).append(p)
+        self._lazy("_names", {})[name] = p
         return p
 
     @property
@@ -380,7 +401,7 @@ class Chain:
                 if not f.ring.is_registered(f):
                     raise ChainError(f"{what} {f!r} is no longer registered with its ring "
                                      f"(unregister_file was called); register the file again")
-                self._ring_seen[f.slot] = f     # _add takes it if the step is added
+                self._lazy("_ring_seen", {})[f.slot] = f   # _add takes it if the step is added
                 return FD_RING_SLOT, f.slot
             info = self._own(f, what)
             if info.fills_slot < 0:
@@ -407,9 +428,12 @@ class Chain:
     def _path(self, path):
         if isinstance(path, Param):
             return self._bind(path, BIND_PATH)
-        if not isinstance(path, (str, bytes, os.PathLike)):
+        if type(path) is bytes:
+            raw = path
+        elif isinstance(path, (str, bytes, os.PathLike)):
+            raw = os.fsencode(path)
+        else:
             raise TypeError(f"path must be str, bytes or os.PathLike, not {type(path).__name__}")
-        raw = os.fsencode(path)
         if b"\0" in raw:
             raise ChainError(f"path {raw!r} contains a NUL byte")
         if not raw:
@@ -455,7 +479,7 @@ class Chain:
         if len(raw) <= ARENA_INLINE:
             return ADDR_ARENA, self._put(raw), len(raw)
         view = ffi.from_buffer(raw)
-        self._pins.append((raw, view))
+        self._lazy("_pins", []).append((raw, view))
         return ADDR_VALUE, int(ffi.cast("uintptr_t", view)), len(raw)
 
     def _add(self, name: str, handle: _H, timeout, *, fd_kind=FD_NONE, addr_kind=ADDR_VALUE,
@@ -468,7 +492,9 @@ class Chain:
             timeout = _check_timeout(timeout)
         op = _OPS[name]
         binds = None
-        if Param in (type(fd), type(addr), type(off), type(len)):
+        # a Param of another chain was refused by _bind already: a chain without Params
+        # has none among its fields
+        if self._params and Param in (type(fd), type(addr), type(off), type(len)):
             binds, fd, addr, off, len, length = self._binds_of(handle.index, fd, addr, off, len,
                                                                length)
             if addr_kind == ADDR_ARENA:
@@ -477,9 +503,9 @@ class Chain:
         packed = _pack(op.opcode, 0, fd_kind, addr_kind, fd, len, op_flags, off, addr, addr2,
                        file_index, fd2, fd2_kind, addr2_kind, 0, 0, mode, 0)
         if fd_kind == FD_RING_SLOT:
-            self._ring_slots.append(self._ring_seen[fd])
+            self._lazy("_ring_slots", []).append(self._ring_seen[fd])
         if fd2_kind == FD_RING_SLOT:
-            self._ring_slots.append(self._ring_seen[fd2])
+            self._lazy("_ring_slots", []).append(self._ring_seen[fd2])
         i = handle.index    # (`len` is a field here)
         assert i is not None     # a step's own handle has its index
         if fills >= 0:
@@ -501,9 +527,9 @@ class Chain:
             assert step is not None          # a step's own handle has its index
             for what, p in binds:
                 p.kind = _BIND_KIND[what]
-                self._binds.append((step, what, p.index))
+                self._lazy("_binds", []).append((step, what, p.index))
                 if what in (BIND_LEN, BIND_DATA):
-                    self._sized.append((step, p.index, exact))
+                    self._lazy("_sized", []).append((step, p.index, exact))
         if self._frozen:
             self._frozen.clear()
         return handle
@@ -567,8 +593,10 @@ class Chain:
             _check_int("flags", flags, 0, 2**32 - 1)
         if type(mode) is not int or not 0 <= mode <= 0o7777:
             _check_int("mode", mode, 0, 0o7777)
-        _check_bool("direct", direct)
-        timeout = _check_timeout(timeout)
+        if type(direct) is not bool:
+            _check_bool("direct", direct)
+        if timeout is not None:
+            timeout = _check_timeout(timeout)
         i = self._next()
         addr = self._path(path)
         if not direct:
@@ -809,16 +837,17 @@ class Chain:
             raise ChainError("the chain has no steps")
         n = len(steps)
         size = STEP_STRUCT.size
-        packed = bytearray(b"".join(self._packed))
+        packed = bytearray().join(self._packed)
         links = self._link_out()
         for i, link in enumerate(links):
             if link:
                 packed[i * size + _OFF_LINK] = link
         if not deadline and not self._ntimed:
             # no linked timeouts: step i is SQE i (the common case, without a pass)
-            step_pos: tuple = tuple(range(n))
-            timeout_pos: tuple = (-1,) * n
+            step_pos, timeout_pos = _identity(n)
             total, ntimeouts = n, 0
+            fill_pos = tuple(self._fills)
+            close_pos = tuple(map(tuple, self._closes))
         else:
             sp, tp = [], []
             pos = ntimeouts = 0
@@ -838,8 +867,8 @@ class Chain:
                 else:
                     tp.append(-1)
             step_pos, timeout_pos, total = tuple(sp), tuple(tp), pos
-        fill_pos = tuple(step_pos[i] for i in self._fills)
-        close_pos = tuple(tuple(step_pos[i] for i in c) for c in self._closes)
+            fill_pos = tuple(step_pos[i] for i in self._fills)
+            close_pos = tuple(tuple(step_pos[i] for i in c) for c in self._closes)
         exact = [i for i, s in enumerate(steps) if s.exact and s.length > 0]
         fz = Frozen(
             packed=bytes(packed), arena=bytes(self._arena) or b"\0", nsteps=n, total=total,

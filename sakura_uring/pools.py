@@ -17,6 +17,8 @@ from .errors import ChainError
 _EMPTY = ()
 REGION_KEEP = 256 << 20       # a map's output region larger than this is not kept
 REGIONS_KEPT = 2
+SPARE_BYTES = 4 << 20         # private buffers kept per length (for chains the pool can't serve)
+SPARE_LENGTHS = 16
 _raw = ffi.new_allocator(should_clear_after_alloc=False)   # every byte is written first
 
 
@@ -24,15 +26,17 @@ class Lease:
     """One chain between publish and completion: what it holds of the pools, and, once
     it has completed, what it gave."""
     __slots__ = ("fz", "tag", "slots", "pool_bufs", "buf_addrs", "keep", "ts", "res",
-                 "result", "error", "done", "future", "aio", "row")
+                 "result", "error", "done", "future", "aio", "row", "private")
 
-    def __init__(self, fz, tag, slots, pool_bufs, buf_addrs, keep, ts, res, future, aio):
+    def __init__(self, fz, tag, slots, pool_bufs, buf_addrs, keep, ts, res, future, aio,
+                 private=_EMPTY):
         self.fz = fz
         self.tag = tag
         self.slots = slots
         self.pool_bufs = pool_bufs
         self.buf_addrs = buf_addrs
-        self.keep = keep            # cdata the kernel may still read (timespecs, buffers)
+        self.private = private      # (length, cdata) of buffers not from the pool
+        self.keep = keep            # cdata the kernel may still read (the timespecs)
         self.ts = ts                # the linked timeouts' timespecs (in keep), or NULL
         self.res = res              # the CQE results, by SQE position
         self.result = None
@@ -59,6 +63,9 @@ class Pools:
         self._tag_arrays: list[Any] = [_EMPTY] * (max_chains + 1)
         self.registered: dict[int, Fixed] = {}     # register_file() handles by slot
         self._regions: list = []                      # maps' output memory, kept warm
+        # private buffers of chains that found the pool empty, kept for the next ones by
+        # length (SPARE_BYTES of each length at most, SPARE_LENGTHS lengths)
+        self._spare: dict[int, list] = {}
         self._generation = 0
         # what sk_submit_chain reads besides the chain (only during the call, under the lock)
         self.scratch_slots = ffi.new("int32_t[]", max(slots, 1))
@@ -78,8 +85,11 @@ class Pools:
         room()); the scratch arrays then describe them for sk_submit_chain. All or nothing:
         on any exception everything taken goes back."""
         tag = self.free_tags.pop()
-        slots = [self.free_slots.pop() for _ in range(fz.nslots)] if fz.nslots else _EMPTY
+        n = fz.nslots
+        pop = self.free_slots.pop
+        slots = _EMPTY if not n else [pop()] if n == 1 else [pop() for _ in range(n)]
         pool_bufs: list[int] = []
+        private: Any = _EMPTY
         try:
             total = fz.total
             res = self._tag_arrays[tag]
@@ -99,8 +109,9 @@ class Pools:
                         addrs.append(self._buf_addr[b])
                         idx[k] = b
                     else:   # too long for the pool, or the pool is empty: a private buffer
-                        mem = ffi.new("char[]", max(length, 1))
-                        keep = [mem] if keep is None else keep + [mem]
+                        spare = self._spare.get(length)
+                        mem = spare.pop() if spare else ffi.new("char[]", max(length, 1))
+                        private = [(length, mem)] if not private else private + [(length, mem)]
                         addrs.append(int(ffi.cast("uintptr_t", mem)))
                         idx[k] = -1
                 self.scratch_addr[0:len(addrs)] = addrs
@@ -109,19 +120,28 @@ class Pools:
             if fz.ntimeouts:   # the kernel reads these when it consumes the SQE: keep them
                 ts = ffi.new("struct __kernel_timespec[]", fz.ntimeouts)
                 keep = [ts] if keep is None else keep + [ts]
-            return Lease(fz, tag, slots, pool_bufs or _EMPTY, addrs, keep, ts, res, future, aio)
+            return Lease(fz, tag, slots, pool_bufs or _EMPTY, addrs, keep, ts, res, future, aio,
+                         private)
         except BaseException:       # e.g. MemoryError or KeyboardInterrupt
-            self._return(tag, slots, pool_bufs)
+            self._return(tag, slots, pool_bufs, private)
             raise
 
     def give_back(self, lease: Lease) -> None:
-        self._return(lease.tag, lease.slots, lease.pool_bufs)
+        self._return(lease.tag, lease.slots, lease.pool_bufs, lease.private)
 
-    def _return(self, tag: int, slots, pool_bufs) -> None:
+    def _return(self, tag: int, slots, pool_bufs, private=_EMPTY) -> None:
         if slots:
             self.free_slots.extend(reversed(slots))
         if pool_bufs:
             self.free_bufs.extend(reversed(pool_bufs))
+        for length, mem in private:      # the kernel is done with it: the next chain's
+            spare = self._spare.get(length)
+            if spare is None:
+                if len(self._spare) >= SPARE_LENGTHS or length > SPARE_BYTES:
+                    continue
+                spare = self._spare.setdefault(length, [])
+            if len(spare) * length < SPARE_BYTES:
+                spare.append(mem)
         self.free_tags.append(tag)
 
     def take_many(self, ntags: int, nslots: int) -> tuple[list, list] | None:

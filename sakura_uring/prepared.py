@@ -197,7 +197,8 @@ def run_once(ops, fz, row, lengths) -> ChainResult | None:
     reaper.lead()
     try:
         with core.lock:
-            core.check_open()
+            if core.closing:
+                core.check_open()
             if not pools.room(fz.nslots):
                 return None
             st = pools.lease(fz, None, None)
@@ -210,7 +211,8 @@ def run_once(ops, fz, row, lengths) -> ChainResult | None:
         try:
             ret = lib.sk_tag_wait(core.r, st.tag, SLICE_NS, reaper.spin_ns, reaper.tags,
                                   TAGS_MAX, others)
-            wait_own(core, reaper, st.tag, fz.total, st.res, others, ret)
+            if ret != 1 or others[0]:      # not done in one slice, or others were reaped
+                wait_own(core, reaper, st.tag, fz.total, st.res, others, ret)
         except BaseException:
             if not Prepared._done(st.res, fz.total):
                 st.row = row

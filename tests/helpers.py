@@ -67,6 +67,15 @@ def running(pid: int) -> bool:
         return False
 
 
+def cat_chain(path, length: int = 4096) -> "su.Chain":
+    """openat(path) -> read(length) -> close: the chain most tests run."""
+    c = su.Chain()
+    f = c.openat(path)
+    c.read(f, length)
+    c.close(f)
+    return c
+
+
 def assert_pools_full(ring: su.Ring) -> None:
     assert ring.inflight == 0
     assert ring.free_slots == ring.slots - ring.registered_files

@@ -8,15 +8,7 @@ import pytest
 import sakura_uring as su
 from sakura_uring import Chain, Link
 
-from helpers import assert_pools_full, require_link_engine
-
-
-def _cat(path):
-    c = Chain()
-    f = c.openat(path)
-    c.read(f, 4096)
-    c.close(f)
-    return c
+from helpers import assert_pools_full, cat_chain as _cat, require_link_engine
 
 
 @pytest.mark.parametrize("sqpoll", [False, True])

@@ -4,7 +4,7 @@ import os
 import sakura_uring as su
 from sakura_uring import Chain
 
-from helpers import assert_pools_full, open_fds
+from helpers import assert_pools_full, cat_chain, open_fds
 
 
 def test_100k_chains_64_slots_no_leak(tmp_path):
@@ -90,3 +90,43 @@ def test_private_buffers_when_the_pool_is_empty(tmp_path):
         r = ring.run(c)
         assert b"".join(r[h].data for h in reads) == data
         assert ring.free_buffers == 1
+
+
+def test_private_buffers_are_reused_and_bounded(tmp_path):
+    """Chains beyond the pool get private buffers; once a chain is done its buffer serves
+    the next one (no allocation per chain), each chain still sees only its own bytes, and
+    what is kept stays under SPARE_BYTES per length."""
+    from sakura_uring import pools
+    files = []
+    for i in range(40):
+        p = tmp_path / f"f{i}"
+        p.write_bytes(bytes([i]) * 3000)
+        files.append(p)
+
+    def cat(p):
+        return cat_chain(p, 3000)
+
+    with su.Ring(64, slots=64, buffers=2, buffer_size=4096) as ring:
+        for _ in range(3):      # 32 in flight: 30 of them on private buffers
+            for i, r in enumerate(ring.imap((cat(p) for p in files), window=32)):
+                assert r.data(1) == bytes([i]) * 3000
+        spare = ring._pools._spare[3000]
+        assert 28 <= len(spare) <= 32
+        kept = set(map(id, spare))
+        for i, r in enumerate(ring.imap((cat(p) for p in files), window=32)):
+            assert r.data(1) == bytes([i]) * 3000
+        assert set(map(id, ring._pools._spare[3000])) == kept   # the same buffers again
+        # of a length, buffers are kept up to SPARE_BYTES and no more
+        big = pools.SPARE_BYTES // 4
+        fd = os.open(files[0], os.O_RDONLY)
+        try:
+            chains = []
+            for _ in range(12):
+                c = Chain()
+                c.read(fd, big)
+                chains.append(c)
+            assert all(r.data(0) == bytes([0]) * 3000 for r in ring.imap(chains, window=12))
+        finally:
+            os.close(fd)
+        assert len(ring._pools._spare[big]) == 4
+        assert ring.free_buffers == 2 and ring.inflight == 0
