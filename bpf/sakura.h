@@ -372,6 +372,14 @@ static __always_inline int sk_shutdown(struct sk_event *e, u32 step, int fd, u32
     return sk_push(e, step, SK_OP_SHUTDOWN, fd, 0, 0, how, 0);
 }
 
+/* posix_fadvise(fd, off, len, advice); NORMAL, RANDOM and SEQUENTIAL run inline (the others
+ * in an io-wq worker). On a FIFO it fails with -ESPIPE without touching it. */
+static __always_inline int sk_fadvise(struct sk_event *e, u32 step, int fd, u64 off, u32 len,
+                                      u32 advice)
+{
+    return sk_push(e, step, SK_OP_FADVISE, fd, off, 0, len, advice);
+}
+
 static __always_inline int sk_close(struct sk_event *e, u32 step, int fd)
 {
     return sk_push(e, step, SK_OP_CLOSE, fd, 0, 0, 0, 0);

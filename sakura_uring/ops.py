@@ -38,6 +38,8 @@ OPS: tuple[Op, ...] = (
        kernel=True, link=False),
     Op("shutdown",   34, "5.11", "sock, how",                          "result", "number",
        kernel=True, link=False),
+    Op("fadvise",    24, "5.6",  "file, offset, length, advice",       "result", "number",
+       kernel=True, link=False),
     Op("splice",     30, "5.7",  "file_in, off_in, file_out, off_out, length", "result", "liburing"),
     Op("socket",     45, "5.19", "family, type, proto",                "fixed",  "liburing"),
     # Newer than liburing 2.3: the native layer lays these by number.

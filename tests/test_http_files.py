@@ -84,6 +84,29 @@ def test_every_change_is_seen_at_once(srv, root):
     f.unlink()
 
 
+# the kernel handler's chunk (KernelRing buffer_size 65536 - BODY_OFF 8192): a file shorter
+# than it is measured by its first read, one as long or longer by statx
+CHUNK = 57344
+
+
+@pytest.mark.parametrize("size", [1, 4095, 4096, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 7])
+def test_every_size_arrives_whole_with_its_length(srv, root, size):
+    f = root / f"s{size}-{srv.model}.bin"
+    data = os.urandom(size)
+    f.write_bytes(data)
+    try:
+        assert fetch(srv, f"/{f.name}") == (200, data, str(size))
+        c = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
+        try:                                       # HEAD: the length alone
+            c.request("HEAD", f"/{f.name}")
+            r = c.getresponse()
+            assert (r.status, r.getheader("Content-Length"), r.read()) == (200, str(size), b"")
+        finally:
+            c.close()
+    finally:
+        f.unlink()
+
+
 def test_a_file_truncated_while_it_is_sent_is_never_padded(srv, root):
     """The length was announced: when the file shrinks mid-response the connection ends
     short (the client sees it), it never carries bytes of anything else."""

@@ -7,6 +7,7 @@ is acceptable (docs/http.md lists the same table)."""
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,10 @@ CASES = {
     "mode_000": (get(b"/m000.txt", H), [403, 200]),
     "readable_by_root_only": (get(b"/rootonly.txt", H), [403, 200]),
     "fifo": (get(b"/fifo", H), [404, 200]),
+    "fifo_with_a_writer": (get(b"/fifofull", H), [404, 200]),     # its bytes are never sent
+    "char_device_reading_empty": (get(b"/devnull", H), [404, 200]),
+    "char_device_reading_full": (get(b"/devzero", H), [404, 200]),
+    "empty_file": (get(b"/empty", H), [200, 200]),
     "fifo_through_symlink": (get(b"/fifolink", H), [404, 200]),
     "symlink_out_of_root": (get(b"/escape", H), [404, 200]),
     "directory_without_slash": (get(b"/sub", H), [404, 200]),
@@ -114,7 +119,16 @@ def root():
     (root / "rootonly.txt").chmod(0o600)
     os.mkfifo(root / "fifo")
     (root / "fifolink").symlink_to("fifo")
+    # a FIFO that someone holds open with bytes waiting in it
+    os.mkfifo(root / "fifofull")
+    writer = os.open(root / "fifofull", os.O_RDWR | os.O_NONBLOCK)
+    os.write(writer, b"secret fifo bytes")
+    # device nodes under the root (only root can make them): one reads as empty, one as
+    # endless zeros
+    os.mknod(root / "devnull", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.mknod(root / "devzero", stat.S_IFCHR | 0o666, os.makedev(1, 5))
     yield root
+    os.close(writer)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

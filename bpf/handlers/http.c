@@ -1,7 +1,8 @@
 /* http.c — an HTTP/1.1 static-file request handler, all in kernel: recv, parse the request
- * line and header, open (beneath the root, as the serving user), statx, read, send headers
- * and body, then keep-alive (recv again) or close. One request of the KernelRing is one
- * connection.
+ * line and header, open (beneath the root, as the serving user), find its length and that it
+ * is a regular file (fadvise, the first chunk's read and a probe read; statx only when those
+ * can't tell), send headers and body, then keep-alive (recv again) or close. One request of
+ * the KernelRing is one connection.
  *
  *     kr.call(conn_fd, root_dir_fd, personality)  ->  HandlerResult(result=<responses sent>)
  *
@@ -34,7 +35,9 @@
 #define URI_MAX   1024
 #define HOW_OFF   5376             /* struct sk_open_how */
 #define EMPTY_OFF 5400             /* "" for statx(fd, "", AT_EMPTY_PATH) */
+#define PROBE_OFF 5416             /* the byte PROBE reads */
 #define STX_OFF   5632             /* struct statx */
+#define PROBE_AT  (1ULL << 62)       /* far past any file's end */
 #define BODY_OFF  8192             /* headers end here, the body starts here */
 #define CHUNK     (SK_BUF_SIZE - BODY_OFF)
 #define BODY_MAX  (1 << 20)        /* nginx's client_max_body_size default */
@@ -43,7 +46,7 @@
  * bounded loop one iteration at a time and gives up past ~8,000 pending branches, so long
  * work is cut into slices, one completion each. */
 enum { RECV = 1, SCAN, PARSE, OPEN, STATX, READ, SEND, CLOSE_FILE, CLOSE_SOCK, SHUTDOWN, DRAIN,
-       DISCARD, COMPACT };
+       DISCARD, COMPACT, ADVISE, FIRST, PROBE };
 #define SCAN_STEP    64
 #define PARSE_STEP   32
 #define COMPACT_STEP 64
@@ -58,7 +61,8 @@ enum { F_KEEP = 1, F_HEAD = 2, F_HDR_PENDING = 4, F_CONN_CLOSE = 8, F_CONN_KEEP 
        F_405 = 32768,      /* a method we don't serve */
        F_COLON = 65536,    /* this header line has its colon */
        F_LINE2 = 131072,   /* past the request line */
-       F_LC = 262144 };    /* this line has content */
+       F_LC = 262144,      /* this line has content */
+       F_CHUNK = 524288 }; /* the first CHUNK bytes were read before the statx */
 /* what the connection waits for (v[18]), since v[17] (bpf_ktime_get_ns, CLOCK_MONOTONIC) */
 enum { PH_BUSY = 0, PH_IDLE = 1, PH_HEAD = 2, PH_SEND = 3, PH_LINGER = 4 };
 /* v[]: */
@@ -595,6 +599,12 @@ static __always_inline int compact(struct sk_event *e, struct sk_buf *b)
     return scanned(e, b);
 }
 
+static __always_inline int statx_file(struct sk_event *e, struct sk_buf *b, int fd)
+{
+    SK_BYTE(b, EMPTY_OFF) = 0;
+    return sk_statx(e, STATX, fd, EMPTY_OFF, AT_EMPTY_PATH_, 0x1 | 0x200, STX_OFF);
+}
+
 static __always_inline int read_chunk(struct sk_event *e)
 {
     struct sk_req *r = e->r;
@@ -623,6 +633,14 @@ static int on_complete(struct sk_event *e)
             phase(r, PH_HEAD);
         r->RCVD += n;
         scan(r, b);
+        if (r->FLAGS & F_HDR_DONE) {       /* the whole header in one receive: parse now */
+            r->DT = 0;
+            phase(r, PH_BUSY);
+            int status = parse(e, b);
+            if (status < 0)
+                return status;
+            return status ? respond(e, b, status) : 0;
+        }
         return scanned(e, b);
     case SCAN:
         scan(r, b);
@@ -640,8 +658,38 @@ static int on_complete(struct sk_event *e)
             return respond(e, b, n == -EACCES || n == -EPERM ? 403 :
                                  n == -EMFILE || n == -ENFILE ? 503 : 404);
         r->FILEFD = n + 1;
-        SK_BYTE(b, EMPTY_OFF) = 0;
-        return sk_statx(e, STATX, n, EMPTY_OFF, AT_EMPTY_PATH_, 0x1 | 0x200, STX_OFF);
+        if (r->FLAGS & F_HEAD)
+            return statx_file(e, b, n);
+        /* No statx (io_uring hands every statx to an io-wq worker): fadvise refuses a FIFO
+         * (ESPIPE) before anything is read from it, cancelling the read linked after it;
+         * the first chunk's read gives a file's length when it fits; then a 1-byte read far
+         * past the end tells a device, which ignores the offset, from a file (0). */
+        if (sk_link(e, 2) || sk_fadvise(e, ADVISE, n, 0, 0, 0 /* POSIX_FADV_NORMAL */))
+            return -EBUSY;
+        return sk_read(e, FIRST, n, BODY_OFF, CHUNK, 0);
+    case ADVISE:                           /* its answer shows in FIRST's (cancelled) */
+        return 0;
+    case FIRST:
+        if (n < 0)                         /* a FIFO (cancelled), a directory (EISDIR), ... */
+            return respond(e, b, 404);
+        if (n == 0 || n >= CHUNK) {        /* empty, or more to come: the statx decides */
+            if (n)
+                r->FLAGS |= F_CHUNK;
+            return statx_file(e, b, r->FILEFD - 1);
+        }
+        r->SIZE = n;
+        return sk_read(e, PROBE, r->FILEFD - 1, PROBE_OFF, 1, PROBE_AT);
+    case PROBE: {
+        if (n != 0)                        /* a device: the statx says so */
+            return statx_file(e, b, r->FILEFD - 1);
+        u64 got = r->SIZE;                 /* the whole file */
+        r->FOFF = got;
+        r->HLEN = put_header(b, 200, got, r->FLAGS & F_KEEP);
+        u32 h = r->HLEN, len = got;
+        if (h > 512 || len >= CHUNK)
+            return -EINVAL;
+        return start_send(e, BODY_OFF - h, h + len);
+    }
     case STATX: {
         u16 mode = *(u16 *)&b->b[STX_OFF + 28];
         if (n < 0 || (mode & 0170000) != 0100000)
@@ -651,6 +699,13 @@ static int on_complete(struct sk_event *e)
         r->HLEN = put_header(b, 200, r->SIZE, r->FLAGS & F_KEEP);
         if ((r->FLAGS & F_HEAD) || r->SIZE == 0)
             return start_send(e, BODY_OFF - r->HLEN, r->HLEN);
+        if (r->FLAGS & F_CHUNK) {          /* the first chunk is in the buffer already */
+            u32 h = r->HLEN, have = r->SIZE < CHUNK ? r->SIZE : CHUNK;
+            if (h > 512)
+                return -EINVAL;
+            r->FOFF = have;
+            return start_send(e, BODY_OFF - h, h + have);
+        }
         r->FLAGS |= F_HDR_PENDING;
         return read_chunk(e);
     }
