@@ -95,9 +95,9 @@ $(NATIVE_SO): $(VPY) $(NATIVE_SRC) pyproject.toml setup.py
 
 # bcc: expose only Debian's pure-Python bcc package to the venv, and give it a merged
 # header tree (this kernel has no headers package of its own; never touch /lib/modules)
-bcc: $(VENV)/.bcc-linked $(HDRS)/.done
+bcc: $(CACHE)/bcc-path/.linked $(HDRS)/.done
 
-$(VENV)/.bcc-linked: $(VPY)
+$(CACHE)/bcc-path/.linked: $(VPY)
 	@mkdir -p $(CACHE)/bcc-path
 	@ln -sfn /usr/lib/python3/dist-packages/bcc $(CACHE)/bcc-path/bcc
 	@site=$$($(VPY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
