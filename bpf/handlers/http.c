@@ -670,10 +670,12 @@ static int on_complete(struct sk_event *e)
     case ADVISE:                           /* its answer shows in FIRST's (cancelled) */
         return 0;
     case FIRST:
-        if (n < 0)                         /* a FIFO (cancelled), a directory (EISDIR), ... */
+        if (n == -EISDIR)
             return respond(e, b, 404);
-        if (n == 0 || n >= CHUNK) {        /* empty, or more to come: the statx decides */
-            if (n)
+        /* fadvise refused (a FIFO: the read was cancelled, nothing read), the read failed,
+         * the file is empty, or there is more to come: the statx decides */
+        if (n <= 0 || n >= CHUNK) {
+            if (n > 0)
                 r->FLAGS |= F_CHUNK;
             return statx_file(e, b, r->FILEFD - 1);
         }
