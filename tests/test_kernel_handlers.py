@@ -385,14 +385,17 @@ def test_pushes_from_io_wq_workers_wake_a_sleeping_sqpoll_thread(tmp_path):
     os.mkfifo(fifo)
     woken = 0
     with KernelRing(th("fifo_open"), sq_idle_ms=1) as kr:
-        for _ in range(5):
+        for _ in range(20):                     # until one round saw the thread asleep
             fut = kr.call(data=str(fifo).encode() + b"\0")
             time.sleep(0.05)                    # the worker waits in open(); SQPOLL sleeps
             before = kr.stats()["wakeups"]
             os.close(os.open(fifo, os.O_WRONLY))  # the open completes in the worker
             assert fut.result(10).result == 0     # ... and the close it pushed ran
             woken += kr.stats()["wakeups"] - before
-    # (now and then the thread is up for other reasons; never in all five rounds)
+            if woken:
+                break
+    # (now and then the thread is up for other reasons, more often under emulation, where
+    # five rounds once all found it awake; never in twenty)
     assert woken >= 1
 
 
