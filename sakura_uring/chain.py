@@ -317,7 +317,7 @@ class Chain:
         if type(link) is not Link:
             raise TypeError(f"link must be a sakura_uring.Link, not {type(link).__name__}")
         self.link = link
-        self.timeout = None if timeout is None else _check_timeout(timeout)
+        self.timeout = _check_timeout(timeout)
         self._steps: list[_StepInfo] = []
         self._packed: list[bytes] = []
         self._arena = bytearray()
@@ -331,11 +331,11 @@ class Chain:
         self._closes: list[list[int]] = []               # local slot -> steps closing it
         self._data_steps: list[tuple[int, int, bool]] = []  # (step, buffer, is statx)
 
-    def _lazy(self, name: str, empty):
-        """The chain's own container `name` (made from `empty` on first use)."""
+    def _lazy(self, name: str, make):
+        """The chain's own container `name` (made by `make` on first use)."""
         have = self.__dict__.get(name)
         if have is None:
-            have = self.__dict__[name] = empty
+            have = self.__dict__[name] = make()
         return have
 
     def __len__(self) -> int:
@@ -363,8 +363,8 @@ class Chain:
         if len(self._params) >= MAX_PARAMS:
             raise ChainError(f"a chain takes at most {MAX_PARAMS} Params")
         p = Param(self, name, len(self._params), _KEY)
-        self._lazy("_params", []).append(p)
-        self._lazy("_names", {})[name] = p
+        self._lazy("_params", list).append(p)
+        self._lazy("_names", dict)[name] = p
         return p
 
     @property
@@ -401,7 +401,7 @@ class Chain:
                 if not f.ring.is_registered(f):
                     raise ChainError(f"{what} {f!r} is no longer registered with its ring "
                                      f"(unregister_file was called); register the file again")
-                self._lazy("_ring_seen", {})[f.slot] = f   # _add takes it if the step is added
+                self._lazy("_ring_seen", dict)[f.slot] = f   # _add takes it if the step is added
                 return FD_RING_SLOT, f.slot
             info = self._own(f, what)
             if info.fills_slot < 0:
@@ -479,7 +479,7 @@ class Chain:
         if len(raw) <= ARENA_INLINE:
             return ADDR_ARENA, self._put(raw), len(raw)
         view = ffi.from_buffer(raw)
-        self._lazy("_pins", []).append((raw, view))
+        self._lazy("_pins", list).append((raw, view))
         return ADDR_VALUE, int(ffi.cast("uintptr_t", view)), len(raw)
 
     def _add(self, name: str, handle: _H, timeout, *, fd_kind=FD_NONE, addr_kind=ADDR_VALUE,
@@ -503,9 +503,9 @@ class Chain:
         packed = _pack(op.opcode, 0, fd_kind, addr_kind, fd, len, op_flags, off, addr, addr2,
                        file_index, fd2, fd2_kind, addr2_kind, 0, 0, mode, 0)
         if fd_kind == FD_RING_SLOT:
-            self._lazy("_ring_slots", []).append(self._ring_seen[fd])
+            self._lazy("_ring_slots", list).append(self._ring_seen[fd])
         if fd2_kind == FD_RING_SLOT:
-            self._lazy("_ring_slots", []).append(self._ring_seen[fd2])
+            self._lazy("_ring_slots", list).append(self._ring_seen[fd2])
         i = handle.index    # (`len` is a field here)
         assert i is not None     # a step's own handle has its index
         if fills >= 0:
@@ -527,9 +527,9 @@ class Chain:
             assert step is not None          # a step's own handle has its index
             for what, p in binds:
                 p.kind = _BIND_KIND[what]
-                self._lazy("_binds", []).append((step, what, p.index))
+                self._lazy("_binds", list).append((step, what, p.index))
                 if what in (BIND_LEN, BIND_DATA):
-                    self._lazy("_sized", []).append((step, p.index, exact))
+                    self._lazy("_sized", list).append((step, p.index, exact))
         if self._frozen:
             self._frozen.clear()
         return handle
