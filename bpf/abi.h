@@ -20,6 +20,12 @@ struct sk_req {
     __u64 arg[SK_ARGS];           /* the integers given to KernelRing.call() */
     __u64 inflight;               /* SQEs pushed and not yet completed, + events running */
     __u64 v[SK_VARS];             /* the handler's own variables */
+    /* the fifth cache line: written once per request, or once per push group */
+    __u32 cancel;                 /* set by the application: dispatch calls no handler */
+    __u32 value;                  /* set by sk_finish_value(): result is a value, not -errno */
+    __u64 head_ud;                /* user_data of the latest push group's first SQE: what a
+                                     cancel asks the kernel to cancel */
+    __u64 _pad[6];
 };
 
 /* A request slot's life: the application starts it (RUNNING), the handler finishes it
@@ -46,6 +52,7 @@ struct sk_ctl_head { SK_CTL_HEAD_FIELDS };
 #define SK_UD_GEN_MASK 0x7fffffff
 #define SK_UD_INTERNAL (1ULL << 63)
 #define SK_UD_STOP (SK_UD_INTERNAL | 2)
+#define SK_UD_CANCEL (SK_UD_INTERNAL | 3)   /* the application's ASYNC_CANCEL */
 
 /* per-CPU counters, indices of sk_stats (KernelRing.stats() names them in lower case) */
 enum sk_stat {
@@ -58,6 +65,7 @@ enum sk_stat {
     SK_STAT_FINISHED,             /* requests finished */
     SK_STAT_AFTER_FINISH,         /* completions that arrived after sk_finish */
     SK_STAT_FOREIGN,              /* completions of other rings seen by this program */
+    SK_STAT_CANCELLED,            /* events of cancelled requests, given to no handler */
     SK_STAT_COUNT
 };
 #define SK_STATS 12               /* room in sk_stats (>= SK_STAT_COUNT) */

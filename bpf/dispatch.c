@@ -48,8 +48,15 @@ static __always_inline int sk__dispatch(u64 ctx, u64 user_data, s32 res, u32 cfl
     e.r = r;
     e.c = c;
     e.gen = gen;
-    sk__count(SK_STAT_EVENTS);
-    int rc = on_complete(&e);
+    int rc;
+    if (*(volatile u32 *)&r->cancel) {
+        /* cancelled (Future.cancel, run(timeout=)): the handler pushes nothing more */
+        sk__count(SK_STAT_CANCELLED);
+        rc = -ECANCELED;
+    } else {
+        sk__count(SK_STAT_EVENTS);
+        rc = on_complete(&e);
+    }
     if (rc < 0 && r->state == SK_REQ_RUNNING)
         sk_finish(&e, rc, 0, 0);
     /* The event counts as in flight until here, so "zero" means nothing can follow. But

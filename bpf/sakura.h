@@ -61,13 +61,13 @@ struct sk_ctl {
     u64 seq[SK_ENTRIES];
 };
 _Static_assert(__builtin_offsetof(struct sk_ctl, seq) == SK_CTL_SEQ_OFF, "sk_ctl.seq moved");
-_Static_assert(sizeof(struct sk_req) == 256, "struct sk_req is 256 bytes");
+_Static_assert(sizeof(struct sk_req) == 320, "struct sk_req is 320 bytes");
 
 /* Counters, per CPU: an event never waits for another CPU's cache line to count itself
  * (indices: enum sk_stat in abi.h). */
 BPF_PERCPU_ARRAY(sk_stats, u64, SK_STATS);
 
-/* Per-request state (struct sk_req in abi.h), 256 bytes; the application fills gen/args/in_len before the start
+/* Per-request state (struct sk_req in abi.h), 320 bytes; the application fills gen/args/in_len before the start
  * event, the handler owns v[] and fills result/out_* through sk_finish(). The first cache
  * line (read by the drainer at every completion) changes only when the request starts and
  * finishes; inflight, written at every step, lives on the next one. */
@@ -117,6 +117,18 @@ struct sk_event {
 
 #define SK_START 0            /* the step of the event that starts a request */
 
+/* recv/send flags (a handler sees no libc headers) */
+#define SK_MSG_PEEK      0x2
+#define SK_MSG_DONTWAIT  0x40
+#define SK_MSG_WAITALL   0x100
+#define SK_MSG_NOSIGNAL  0x4000
+#define SK_MSG_MORE      0x8000
+
+/* SK_NARGS(n); at file scope: the handler takes exactly n arguments (r->arg[0..n-1]), and
+ * KernelRing.run()/call()/map() refuse a request with another count (TypeError) instead
+ * of handing the handler zeros for the missing ones. */
+#define SK_NARGS(n) _Static_assert((n) >= 0 && (n) <= SK_ARGS, "SK_NARGS: 0 to 6 arguments")
+
 /* ---- pushing SQEs ------------------------------------------------------------------ */
 
 static __always_inline struct sk_page *sk__rings(void)
@@ -141,6 +153,9 @@ static __always_inline int sk__reserve(struct sk_ctl *c, u32 n, u64 *out)
     struct sk_page *pg = sk__rings();
     if (!pg)
         return -EFAULT;
+    /* a loop, not SK_RESERVE_TRIES copies: unrolled at every push site it made bpf/handlers/
+     * http.c too long for the 16-bit jumps of a BPF program */
+#pragma clang loop unroll(disable)
     for (int i = 0; i < SK_RESERVE_TRIES; i++) {
         u64 r = c->reserve;
         u32 head = *(volatile u32 *)&pg->w[0];      /* sq.head, written by the kernel */
@@ -206,16 +221,19 @@ static __always_inline int sk_push(struct sk_event *e, u32 step, u8 op, s32 fd, 
                                     u64 addr, u32 len, u32 op_flags)
 {
     struct sk_ctl *c = e->c;
-    u64 r;
+    u64 r, ud = SK_UD(e->req, step, e->gen);
     u32 n = 1, last = 1;
     if (e->batch_i < e->batch_n) {
         r = e->batch_r + e->batch_i;
+        if (e->batch_i == 0)
+            e->r->head_ud = ud;          /* a cancel of the head cancels the linked rest */
         e->batch_i++;
         last = e->batch_i == e->batch_n;
     } else {
         int err = sk__reserve(c, 1, &r);
         if (err)
             return err;
+        e->r->head_ud = ud;
     }
     u32 idx = r & (SK_ENTRIES - 1);
     struct sk_sqe *s = sk_sqes.lookup(&idx);
@@ -229,7 +247,7 @@ static __always_inline int sk_push(struct sk_event *e, u32 step, u8 op, s32 fd, 
     s->addr = addr;
     s->len = len;
     s->op_flags = op_flags;
-    s->user_data = SK_UD(e->req, step, e->gen);
+    s->user_data = ud;
     s->buf_index = 0;
     s->personality = e->personality;
     s->file_index = 0;
@@ -395,6 +413,179 @@ static __always_inline int sk_statx(struct sk_event *e, u32 step, int dirfd, u32
                     sk_buf_uaddr(e, path_off), mask, flags);
 }
 
+/* ---- word-at-a-time scans (8 bytes per step) ----------------------------------------- */
+
+/* A scan covers at most SK_SCAN_MAX bytes per call (-E2BIG past it): each word costs the
+ * verifier one pending branch (two for find and compare), and it gives up at 8,192 of
+ * them. For more, scan in slices (sk_nop(e, STEP) to go on at the next completion). */
+#define SK_SCAN_MAX 16384
+#define SK_SCAN_WORDS (SK_SCAN_MAX / 8 + 1)
+#define SK__ONES  0x0101010101010101ULL
+#define SK__HIGHS 0x8080808080808080ULL
+#define SK__LOWS  0x7f7f7f7f7f7f7f7fULL
+/* Hide from the compiler what it knows of x (it emits nothing). */
+#define SK__OPAQUE(x) asm volatile("" : "+r"(x))
+
+/* The aligned word of the buffer at `off` (off & ~7: the mask keeps it in the buffer). */
+static __always_inline u64 sk__word(struct sk_buf *b, u64 off)
+{
+    u32 o = off;
+    asm volatile("" : "+r"(o));
+    return *(u64 *)&b->b[o & ((SK_BUF_SIZE - 1) & ~7)];
+}
+
+/* The high bit of every byte of w that is zero, and no other bit (exact, no carries). */
+static __always_inline u64 sk__zero_bytes(u64 w)
+{
+    return ~(((w & SK__LOWS) + SK__LOWS) | w | SK__LOWS);
+}
+
+/* The index of the lowest byte of a non-zero word whose high bit is set: (t & -t) >> 7 is
+ * 1 << 8k, and 8k ones below it, one 0x01 per byte, add up to k. */
+static __always_inline u32 sk__first_byte(u64 t)
+{
+    u64 low = (t & -t) >> 7;
+    return (((low - 1) & SK__ONES) * SK__ONES) >> 56;
+}
+
+/* The aligned words that cover [off, off+len), as the scans walk them: `first` of them,
+ * `words` of them. (In the loops, SK__OPAQUE(words) keeps clang from folding the test
+ * against words and the loop's constant bound into one count, which the verifier cannot
+ * bound.) Bytes of the first word before
+ * off are masked with sk__head(off); those of the last word past the end are dealt with by
+ * each scan. */
+#define SK__WORDS(off, len, first, words)                                               \
+    u32 first = (off) & ~7u, words = (((off) + (len) + 7) & ~7u) - first;             \
+    words /= 8
+
+/* A scan's start: its buffer b, -EINVAL for a range outside it, -E2BIG past SK_SCAN_MAX,
+ * and the words that cover the range. */
+#define SK__SCAN_START(off, len)                                                        \
+    struct sk_buf *b = sk_buf(e);                                                       \
+    if (!b || !SK_RANGE_OK(off, len))                                                   \
+        return -EINVAL;                                                                 \
+    if ((len) > SK_SCAN_MAX)                                                            \
+        return -E2BIG;                                                                  \
+    SK__WORDS(off, len, first, words)
+
+/* The mask of the bytes of the first word at or after off (little-endian: low bytes first). */
+#define sk__head(off) (~0ULL << (8 * ((off) & 7)))
+
+/* How many bytes of [off, off+len) equal c; -EINVAL outside the buffer, -E2BIG past
+ * SK_SCAN_MAX. One data-dependent branch per word: the loop's end. */
+static __always_inline s64 sk_count_byte(struct sk_event *e, u32 off, u32 len, u8 c)
+{
+    SK__SCAN_START(off, len);
+    u64 pat = SK__ONES * c, n = 0;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < SK_SCAN_WORDS; i++) {
+        SK__OPAQUE(words);
+        if (i >= words)
+            break;
+        u64 t = sk__zero_bytes(sk__word(b, first + i * 8) ^ pat);
+        if (i == 0)                   /* i is a constant to the verifier: no branch to keep */
+            t &= sk__head(off);
+        n += ((t >> 7) * SK__ONES) >> 56;
+    }
+    u32 end = off + len;
+    if (words && (end & 7)) {         /* the last word's bytes from end on were counted too */
+        u64 t = sk__zero_bytes(sk__word(b, end) ^ pat) & sk__head(end);
+        if (words == 1)
+            t &= sk__head(off);
+        n -= ((t >> 7) * SK__ONES) >> 56;
+    }
+    return n;
+}
+
+/* The offset of the first byte equal to c in [off, off+len), or -1 when there is none;
+ * -EINVAL outside the buffer, -E2BIG past SK_SCAN_MAX. */
+static __always_inline s64 sk_find_byte(struct sk_event *e, u32 off, u32 len, u8 c)
+{
+    SK__SCAN_START(off, len);
+    u64 pat = SK__ONES * c;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < SK_SCAN_WORDS; i++) {
+        SK__OPAQUE(words);
+        if (i >= words)
+            break;
+        u64 t = sk__zero_bytes(sk__word(b, first + i * 8) ^ pat);
+        if (i == 0)
+            t &= sk__head(off);
+        if (t) {
+            u32 at = first + i * 8 + sk__first_byte(t);
+            return at < off + len ? (s64)at : -1;
+        }
+    }
+    return -1;
+}
+
+/* Compare [a, a+len) with [b_off, b_off+len) of the buffer as memcmp does: 0 when equal,
+ * else the difference of the first differing bytes (a's minus b's, in [-255, 255]); -EINVAL
+ * outside the buffer, -E2BIG past SK_SCAN_MAX (negative too: check for them first). a's
+ * words are aligned; each of b's is put together from the two aligned words it spans. */
+static __always_inline s64 sk_compare(struct sk_event *e, u32 a, u32 b_off, u32 len)
+{
+    if (!SK_RANGE_OK(b_off, len))
+        return -EINVAL;
+    SK__SCAN_START(a, len);
+    u32 q = b_off - (a & 7);          /* b's byte under the first word's byte 0 (may wrap) */
+    u32 sh = (q & 7) * 8;
+    q &= ~7u;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < SK_SCAN_WORDS; i++) {
+        SK__OPAQUE(words);
+        if (i >= words)
+            break;
+        u64 wa = sk__word(b, first + i * 8);
+        u64 lo = sk__word(b, q + i * 8), hi = sk__word(b, q + i * 8 + 8);
+        u64 wb = (lo >> sh) | ((hi << 1) << (63 - sh));   /* sh = 0: no shift by 64 */
+        u64 x = wa ^ wb;
+        if (i == 0)
+            x &= sk__head(a);
+        if (x) {                      /* the first byte that differs */
+            u32 k = sk__first_byte(((x & SK__LOWS) + SK__LOWS | x) & SK__HIGHS);
+            if (first + i * 8 + k >= a + len)
+                return 0;
+            return (s64)((wa >> (8 * k)) & 0xff) - (s64)((wb >> (8 * k)) & 0xff);
+        }
+    }
+    return 0;
+}
+
+/* The little-endian 8 bytes at off, any alignment; 0 when they leave the buffer. */
+static __always_inline u64 sk_load_u64(struct sk_event *e, u32 off)
+{
+    struct sk_buf *b = sk_buf(e);
+    if (!b || !SK_RANGE_OK(off, 8))
+        return 0;
+    u64 v = 0;
+    for (u32 k = 0; k < 8; k++)
+        v |= (u64)SK_BYTE(b, off + k) << (8 * k);
+    return v;
+}
+
+/* Store v as 8 little-endian bytes at off; -EINVAL when they leave the buffer. */
+static __always_inline int sk_store_u64(struct sk_event *e, u32 off, u64 v)
+{
+    struct sk_buf *b = sk_buf(e);
+    if (!b || !SK_RANGE_OK(off, 8))
+        return -EINVAL;
+    for (u32 k = 0; k < 8; k++)
+        SK_BYTE(b, off + k) = v >> (8 * k);
+    return 0;
+}
+
+/* Write a struct sk_open_how {flags, mode, resolve} at how_off, for sk_openat2(). */
+static __always_inline int sk_open_how(struct sk_event *e, u32 how_off, u64 flags, u64 mode,
+                                       u64 resolve)
+{
+    if (!SK_RANGE_OK(how_off, sizeof(struct sk_open_how)))
+        return -EINVAL;
+    sk_store_u64(e, how_off, flags);
+    sk_store_u64(e, how_off + 8, mode);
+    return sk_store_u64(e, how_off + 16, resolve);
+}
+
 /* ---- finishing ------------------------------------------------------------------------ */
 
 /* End the request: `result` (>= 0, or -errno) and out_len bytes of the buffer from out_off
@@ -413,6 +604,14 @@ static __always_inline int sk_finish(struct sk_event *e, s64 result, u32 out_off
     r->state = SK_REQ_DONE;
     sk__count(SK_STAT_FINISHED);
     return 0;
+}
+
+/* End the request with a value that may be negative and is never an error
+ * (HandlerResult.signed is True, .error None): a difference, an offset, a comparison. */
+static __always_inline int sk_finish_value(struct sk_event *e, s64 value, u32 out_off, u32 out_len)
+{
+    e->r->value = 1;
+    return sk_finish(e, value, out_off, out_len);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------- */

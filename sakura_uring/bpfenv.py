@@ -145,3 +145,20 @@ def bpf_atomic_fetch() -> bool:
     if fd >= 0:
         os.close(fd)
     return fd >= 0
+
+
+def bpf_prog_verified_insns(prog_fd: int) -> int | None:
+    """How many instructions the verifier walked to load the program `prog_fd`
+    (bpf_prog_info.verified_insns, Linux 5.16+), or None where the kernel does not say."""
+    import ctypes
+    import struct
+    info = ctypes.create_string_buffer(232)          # sizeof(struct bpf_prog_info), 6.x
+    attr = ctypes.create_string_buffer(struct.pack("<IIQ", prog_fd, len(info),
+                                                   ctypes.addressof(info)), 16)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(321, 15, attr, 16) < 0:          # SYS_bpf, BPF_OBJ_GET_INFO_BY_FD
+        return None
+    got = struct.unpack_from("<I", attr.raw, 4)[0]   # the kernel writes back the size it filled
+    if got < 220:
+        return None
+    return struct.unpack_from("<I", info.raw, 216)[0] or None

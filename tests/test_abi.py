@@ -25,9 +25,9 @@ def test_the_kernel_engine_takes_its_numbers_from_the_abi():
     assert kring.N_VARS == lib.SK_VARS == 21 and kring.MAX_ARGS == lib.SK_ARGS == 6
     assert kring.SK_STALLED == lib.SK_ERR_STALLED == -4096
     assert kring.STAT_NAMES == ("events", "pushed", "push_full", "push_contended", "stale",
-                                "stalled", "finished", "after_finish", "foreign")
+                                "stalled", "finished", "after_finish", "foreign", "cancelled")
     assert len(kring.STAT_NAMES) == lib.SK_STAT_COUNT <= lib.SK_STATS
-    assert ffi.sizeof("struct sk_req") == 256
+    assert ffi.sizeof("struct sk_req") == 320
     assert ffi.sizeof("struct sk_ctl_head") == lib.SK_CTL_SEQ_OFF == 128
 
 

@@ -49,17 +49,36 @@ def test_many_files_example_runs(tmp_path):
     assert "row 1 failed at openat" in out.stderr and "10 bytes (prepared run)" in out.stderr
 
 
-def test_kernel_handlers_doc_example_handler_compiles_and_runs():
-    """The handler written out in docs/kernel-handlers.md is the one that runs."""
+def test_kernel_handlers_doc_example_handler_compiles_and_runs(tmp_path):
+    """The handlers written out in docs/kernel-handlers.md, Python and C, are the ones
+    that run (the Python one from a file: a handler's source is read from its file)."""
     text = (ROOT / "docs/kernel-handlers.md").read_text()
     code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "HandlerResult(result=12, data=b'hello kernel')"
+    c_code = re.search(r"```c\n(.*?)```", text, re.S).group(1)
+    (tmp_path / "echo.py").write_text(code)
+    (tmp_path / "echo_c.py").write_text(
+        "import tempfile\nfrom sakura_uring.kernel import KernelRing\n"
+        f"SRC = {c_code!r}\n"
+        "with tempfile.TemporaryFile() as f, KernelRing(SRC, name='echo.c') as kr:\n"
+        "    print(kr.run(f.fileno(), data=b'hello kernel', timeout=5))\n")
+    for script in ("echo.py", "echo_c.py"):
+        out = subprocess.run([sys.executable, str(tmp_path / script)], capture_output=True,
+                             text=True, timeout=120, cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "HandlerResult(result=12, data=b'hello kernel')"
 
 
 def test_trace_demo_example_runs():
     out = subprocess.run([sys.executable, str(ROOT / "examples/trace_demo.py")],
                          capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_kernel_wc_example_counts_what_python_counts(tmp_path):
+    f = tmp_path / "lines"
+    f.write_bytes(b"".join(b"y" * (i % 97) + b"\n" for i in range(40_000)) + b"tail")
+    out = subprocess.run([sys.executable, str(ROOT / "examples/kernel_wc.py"), str(f)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(f.read_bytes().count(b"\n")) == "40000"
+    assert "the same count: True" in out.stderr

@@ -34,7 +34,7 @@ class Server:
             except OSError:
                 return
             # the handler owns the descriptor from here and closes it
-            self.connections.append(self.kr.call(conn.detach(), self.rootfd))
+            self.connections.append(self.kr.call(conn.detach(), self.rootfd, 0))
 
     def client(self):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)

@@ -4,6 +4,8 @@
  *     kr.run(in_fd, out_fd)  ->  HandlerResult(result=<bytes copied>)          */
 #include "pump.h"
 
+SK_NARGS(2);                   /* in_fd, out_fd */
+
 static int on_complete(struct sk_event *e)
 {
     return pump(e, e->r->arg[0], e->r->arg[1], SK_BUF_SIZE < 65536 ? SK_BUF_SIZE : 65536, 0);

@@ -5,6 +5,7 @@
  *
  * A chain of links can't do this: the second open needs the *content* of the first read. */
 #define AT_FDCWD_ (-100)
+SK_NARGS(0);
 enum { OPEN_PTR = 1, READ_PTR, CLOSE_PTR, OPEN_TARGET, READ_TARGET, CLOSE_TARGET };
 
 static int on_complete(struct sk_event *e)

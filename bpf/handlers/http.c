@@ -25,6 +25,8 @@
 #error "http.c needs KernelRing(buffer_size >= 16384)"
 #endif
 
+SK_NARGS(3);                   /* conn_fd, root_dir_fd, personality */
+
 #define MSG_NOSIGNAL_  0x4000
 #define AT_EMPTY_PATH_ 0x1000
 #define O_NONBLOCK_    04000

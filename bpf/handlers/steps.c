@@ -2,6 +2,8 @@
  * before it completes. arg1 = 0: NOPs; arg1 = 1: read 4 KiB of fd arg2 at offset 0.
  * Finishes with the number of steps run; a failed step ends the request with its error.
  * The step count lives in v[0] (user_data carries only 16 bits of step id). */
+SK_NARGS(3);                   /* steps, kind, fd */
+
 static int on_complete(struct sk_event *e)
 {
     struct sk_req *r = e->r;

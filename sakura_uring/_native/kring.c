@@ -44,6 +44,8 @@ struct sk_kring {
     uint8_t *sync;                    /* per slot: its caller collects it (sk_kr_wait) */
     int stopped;                      /* the STOP request was consumed */
     long long last_wake;              /* when the SQPOLL thread was last woken (ns) */
+    uint64_t *cancel_ud;              /* per slot: the user_data last asked to cancel, 0 none */
+    uint64_t cancelling;              /* slots with a cancel_ud */
     struct sk_kring_stats stats;
 };
 
@@ -93,6 +95,7 @@ void sk_kr_free(struct sk_kring *k)
     if (k->bufs) munmap(k->bufs, k->bufs_len);
     free(k->waiting);
     free(k->sync);
+    free(k->cancel_ud);
     free(k);
 }
 
@@ -110,9 +113,11 @@ struct sk_kring *sk_kr_new(const struct sk_kring_params *p, int *err, int *stage
     k->fd = -1;
     k->waiting = calloc(p->reqs, 1);
     k->sync = calloc(p->reqs, 1);
-    if (!k->waiting || !k->sync) {
+    k->cancel_ud = calloc(p->reqs, sizeof(uint64_t));
+    if (!k->waiting || !k->sync || !k->cancel_ud) {
         free(k->waiting);
         free(k->sync);
+        free(k->cancel_ud);
         free(k);
         *err = -ENOMEM;
         *stage = 0;
@@ -214,7 +219,8 @@ static void skk_wake_if_asleep(struct sk_kring *k)
 }
 
 /* Push one SQE through the shared protocol. -EBUSY when the SQ is full. */
-static int skk_push(struct sk_kring *k, uint8_t op, uint64_t user_data)
+static int skk_push_sqe(struct sk_kring *k, uint8_t op, uint64_t user_data, uint64_t addr,
+                        uint32_t op_flags)
 {
     uint64_t r = __atomic_load_n(k->reserve, __ATOMIC_ACQUIRE);
     for (;;) {
@@ -228,12 +234,71 @@ static int skk_push(struct sk_kring *k, uint8_t op, uint64_t user_data)
     memset(s, 0, 64);
     s->opcode = op;
     s->fd = -1;
+    s->addr = addr;
+    s->cancel_flags = op_flags;       /* (the union of every op's flags) */
     s->user_data = user_data;
     __atomic_exchange_n(&k->seq[r & (k->p.entries - 1)], (uint64_t)(uint32_t)(r + 1) | (1ULL << 32),
                         __ATOMIC_SEQ_CST);
     skk_advance(k);
     skk_wake_if_asleep(k);
     return 0;
+}
+
+static int skk_push(struct sk_kring *k, uint8_t op, uint64_t user_data)
+{
+    return skk_push_sqe(k, op, user_data, 0, 0);
+}
+
+/* A cancelled request whose latest push group changed since the last ASYNC_CANCEL gets
+ * another (its handler was running when the cancel came and pushed once more); one that
+ * is over leaves the books. Called by the watchdog, from any waiting thread. */
+static void skk_recancel(struct sk_kring *k)
+{
+    if (!__atomic_load_n(&k->cancelling, __ATOMIC_ACQUIRE))
+        return;
+    for (unsigned i = 0; i < k->p.reqs; i++) {
+        uint64_t asked = __atomic_load_n(&k->cancel_ud[i], __ATOMIC_ACQUIRE);
+        if (!asked)
+            continue;
+        struct sk_req *r = sk_kr_req(k, i);
+        if (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) != SK_REQ_RUNNING ||
+            ((r->gen & SK_UD_GEN_MASK) != ((asked >> SK_UD_GEN_SHIFT) & SK_UD_GEN_MASK))) {
+            if (__atomic_compare_exchange_n(&k->cancel_ud[i], &asked, 0, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+                __atomic_fetch_sub(&k->cancelling, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        uint64_t head = __atomic_load_n(&r->head_ud, __ATOMIC_ACQUIRE);
+        if (head != asked && head &&
+            __atomic_compare_exchange_n(&k->cancel_ud[i], &asked, head, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            skk_push_sqe(k, IORING_OP_ASYNC_CANCEL, SK_UD_CANCEL, head, IORING_ASYNC_CANCEL_ALL);
+    }
+}
+
+/* Cancel the request in slot `req` if it is still the one of generation `gen` and
+ * running: the dispatcher gives its events to no handler from now on (so it pushes
+ * nothing more and is finished with -ECANCELED at its next completion), and the kernel is
+ * asked to cancel its latest push group (a recv that would wait for ever). 1 when it was
+ * running, 0 when it had finished already. */
+int sk_kr_cancel(struct sk_kring *k, unsigned req, uint64_t gen)
+{
+    if (req >= k->p.reqs)
+        return 0;
+    struct sk_req *r = sk_kr_req(k, req);
+    if ((r->gen & SK_UD_GEN_MASK) != (gen & SK_UD_GEN_MASK) ||
+        __atomic_load_n(&r->state, __ATOMIC_ACQUIRE) != SK_REQ_RUNNING)
+        return 0;
+    __atomic_store_n(&r->cancel, 1, __ATOMIC_SEQ_CST);
+    uint64_t head = __atomic_load_n(&r->head_ud, __ATOMIC_SEQ_CST);
+    if (!head)                        /* only the start NOP so far */
+        head = (uint64_t)req | ((gen & SK_UD_GEN_MASK) << SK_UD_GEN_SHIFT);
+    uint64_t none = 0;
+    if (__atomic_compare_exchange_n(&k->cancel_ud[req], &none, head, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+        __atomic_fetch_add(&k->cancelling, 1, __ATOMIC_RELAXED);
+    skk_push_sqe(k, IORING_OP_ASYNC_CANCEL, SK_UD_CANCEL, head, IORING_ASYNC_CANCEL_ALL);
+    return 1;
 }
 
 /* The boot request: a NOP whose completion teaches the dispatch program which ring is
@@ -262,6 +327,9 @@ long long sk_kr_start(struct sk_kring *k, unsigned req, const uint64_t *args, un
     uint64_t gen = (r->gen + 1) & SK_UD_GEN_MASK;
     if (!gen)
         gen = 1;
+    uint64_t asked = __atomic_exchange_n(&k->cancel_ud[req], 0, __ATOMIC_ACQ_REL);
+    if (asked)                        /* the slot's last request was cancelled */
+        __atomic_fetch_sub(&k->cancelling, 1, __ATOMIC_RELAXED);
     memset(r, 0, sizeof(*r));
     for (unsigned i = 0; i < nargs && i < 6; i++)
         r->arg[i] = args[i];
@@ -312,6 +380,7 @@ static void skk_watchdog(struct sk_kring *k)
 {
     if (__atomic_load_n(k->sq_tail, __ATOMIC_ACQUIRE) != __atomic_load_n(k->reserve, __ATOMIC_ACQUIRE))
         skk_advance(k);
+    skk_recancel(k);
     if (__atomic_load_n(k->sq_tail, __ATOMIC_ACQUIRE) != __atomic_load_n(k->sq_head, __ATOMIC_ACQUIRE))
         skk_wake_if_asleep(k);
 }

@@ -34,6 +34,7 @@ int sk_kr_stop(struct sk_kring *k);
 int sk_kr_wait(struct sk_kring *k, unsigned req, long long spin_ns, long long timeout_ns);
 void sk_kr_release(struct sk_kring *k, unsigned req);
 int sk_kr_abandon(struct sk_kring *k, unsigned req);
+int sk_kr_cancel(struct sk_kring *k, unsigned req, uint64_t gen);
 int sk_kr_drain(struct sk_kring *k, uint32_t *out, unsigned max, long long wait_ns,
                 long long spin_ns);
 int sk_kr_probe(int *stage);

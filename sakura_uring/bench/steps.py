@@ -6,11 +6,14 @@ FlexSC model    each step is its own request; its result comes back to Python be
 link engine     the steps as one linked chain, prepared once (SQPOLL ring)
 kernel handler  bpf/handlers/steps.c pushes each step from kernel context when the one
                 before it completes (KernelRing, SQPOLL)
+kernel handler (Python)
+                the same handler written in Python (sakura_uring.kernel.handlers.steps),
+                translated to C: its column against the C one is the translation's cost
 
 All three run one chain at a time: the time per chain is its latency. The per-step cost of
 an engine is the slope between the shortest and the longest chain, which removes the fixed
 cost of starting a chain from Python. A last row runs one kernel-handler request of many
-NOP steps: the cost of a step with no Python at all.
+NOP steps (C and Python handler): the cost of a step with no Python at all.
 """
 from __future__ import annotations
 
@@ -25,10 +28,12 @@ import time
 
 from .. import Chain, Ring
 from ..kernel import KernelRing, handler_path
+from ..kernel import handlers as py_handlers
 
 LENGTHS = (1, 2, 4, 8, 16, 32)
 KINDS = ("nop", "read")
-ENGINES = ("FlexSC model", "link engine", "kernel handler")
+ENGINES = ("FlexSC model", "link engine", "kernel handler", "kernel handler (Python)")
+KERNEL = ENGINES[2:]
 IDLE_MS = 20
 
 
@@ -51,7 +56,7 @@ def _chain(kind: str, fd: int, length: int) -> Chain:
     return c
 
 
-def _runner(engine: str, kind: str, length: int, ring: Ring, kr: KernelRing, fd: int):
+def _runner(engine: str, kind: str, length: int, ring: Ring, krs: dict, fd: int):
     if engine == "FlexSC model":
         one = _step(kind, fd)
         run = ring.run
@@ -69,7 +74,7 @@ def _runner(engine: str, kind: str, length: int, ring: Ring, kr: KernelRing, fd:
                 run(chain).raise_for_error()
     else:
         kind_arg = 0 if kind == "nop" else 1
-        krun = kr.run
+        krun = krs[engine].run
 
         def go(n):
             for _ in range(n):
@@ -110,15 +115,17 @@ def main(args) -> int:
     # (both share CPU 1), see IDLE below
     ring = Ring(256, sqpoll=True, sq_cpu=sq_cpu, sq_idle_ms=IDLE_MS, buffers=64,
                 buffer_size=4096)
-    kr = KernelRing(handler_path("steps"), sq_cpu=sq_cpu, sq_idle_ms=IDLE_MS)
+    krs = {"kernel handler": KernelRing(handler_path("steps"), sq_cpu=sq_cpu, sq_idle_ms=IDLE_MS)}
+    krs["kernel handler (Python)"] = KernelRing(py_handlers.steps, sq_cpu=sq_cpu,
+                                                sq_idle_ms=IDLE_MS)
     cells = [(k, L, e) for k in KINDS for L in LENGTHS for e in ENGINES]
     times: dict[tuple, list] = {c: [] for c in cells}
     calls: dict[tuple, list] = {c: [] for c in cells}
-    long_ns = []
+    long_ns: dict[str, list] = {e: [] for e in KERNEL}
     try:
         for rnd in range(rounds):
             for kind, length, engine in cells:
-                go = _runner(engine, kind, length, ring, kr, fd)
+                go = _runner(engine, kind, length, ring, krs, fd)
                 time.sleep(IDLE_MS * 2 / 1000)     # the other engine's SQPOLL thread sleeps
                 n = max(50, steps_budget // length)
                 go(min(n, 100))                                   # warm up
@@ -132,15 +139,17 @@ def main(args) -> int:
                     counter.stop()
                     calls[(kind, length, engine)].append(counter.total / n)
             long_n = 20_000 if quick else 200_000
-            time.sleep(IDLE_MS * 2 / 1000)
-            t0 = time.perf_counter()
-            r = kr.run(long_n, 0, fd, timeout=60)
-            long_ns.append((time.perf_counter() - t0) / long_n * 1e9)
-            assert r.result == long_n, r
+            for e in KERNEL:
+                time.sleep(IDLE_MS * 2 / 1000)
+                t0 = time.perf_counter()
+                r = krs[e].run(long_n, 0, fd, timeout=60)
+                long_ns[e].append((time.perf_counter() - t0) / long_n * 1e9)
+                assert r.result == long_n, r
             log(f"  round {rnd + 1}/{rounds} done; one request of {long_n} NOP steps: "
-                f"{long_ns[-1]:.0f} ns/step")
+                + ", ".join(f"{e} {v[-1]:.0f} ns/step" for e, v in long_ns.items()))
     finally:
-        kr.close()
+        for kr in krs.values():
+            kr.close()
         ring.close()
         if counter:
             counter.close()
@@ -157,16 +166,17 @@ def main(args) -> int:
     lo, hi = LENGTHS[0], LENGTHS[-1]
     slope = {(k, e): round((med[(k, hi, e)] - med[(k, lo, e)]) * 1000 / (hi - lo))
              for k in KINDS for e in ENGINES}
-    long_step = round(statistics.median(long_ns))
+    long_step = {e: round(statistics.median(v)) for e, v in long_ns.items()}
     if args.json:
         print(json.dumps(dict(rounds=rounds, kernel=os.uname().release, rows=rows,
                               ns_per_added_step={f"{k}/{e}": v for (k, e), v in slope.items()},
-                              kernel_long_chain_ns_per_nop=long_step)))
+                              kernel_long_chain_ns_per_nop=long_step["kernel handler"],
+                              python_long_chain_ns_per_nop=long_step["kernel handler (Python)"])))
         return 0
     md = args.markdown
     for kind in KINDS:
         hdr = ["steps"] + [f"{e} us/chain (syscalls)" for e in ENGINES] + \
-              ["FlexSC / kernel", "link / kernel"]
+              ["FlexSC / kernel", "link / kernel", "Python / C handler"]
         print(f"\n{kind.upper()} steps" + (":" if not md else "\n"))
         if md:
             print("| " + " | ".join(hdr) + " |\n|" + "---|" * len(hdr))
@@ -178,10 +188,13 @@ def main(args) -> int:
             k_t = med[(kind, L, "kernel handler")]
             cellsr.append(f"{med[(kind, L, 'FlexSC model')] / k_t:.2f}x")
             cellsr.append(f"{med[(kind, L, 'link engine')] / k_t:.2f}x")
+            cellsr.append(f"{med[(kind, L, 'kernel handler (Python)')] / k_t:.3f}x")
             print(("| " + " | ".join(cellsr) + " |") if md else
                   f"  {cellsr[0]:>3}  " + "  ".join(f"{c:>22}" for c in cellsr[1:]))
         added = ", ".join(f"{e} {slope[(kind, e)]} ns" for e in ENGINES)
         print(f"\ncost of one more {kind} step (slope {lo}->{hi} steps): {added}")
+    c_ns, py_ns = long_step["kernel handler"], long_step["kernel handler (Python)"]
     print(f"\nkernel handler, one request of {200_000 if not quick else 20_000} NOP steps: "
-          f"{long_step} ns per step (no Python between steps)")
+          f"C {c_ns} ns, Python {py_ns} ns per step (no Python between steps; "
+          f"Python / C {py_ns / c_ns:.3f}x)")
     return 0

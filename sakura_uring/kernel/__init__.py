@@ -2,15 +2,20 @@
 in kernel context, deciding each next step from the data of the last one.
 
     from sakura_uring.kernel import KernelRing, handler_path
-    with KernelRing(handler_path("follow")) as kr:
+    with KernelRing(handler_path("follow")) as kr:            # the C handler
         print(kr.run(data=b"/tmp/pointer\\0").data)
+
+    from sakura_uring.kernel.handlers import follow              # the same, in Python
 
 See docs/kernel-handlers.md and bpf/sakura.h."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from .program import BPF_DIR, HandlerCompileError, VerifierStats, verifier_stats
+from . import sdk
+from .program import (BPF_DIR, HandlerCompileError, VerifierBudgetWarning, VerifierStats,
+                      verifier_stats)
+from .python import Arg, Handler, HandlerTranslateError, Step, handler
 from .ring import HandlerResult, HandlerStalled, KernelHandlersUnavailable, KernelRing
 
 HANDLERS_DIR = BPF_DIR / "handlers"
@@ -27,4 +32,5 @@ def handler_path(name: str) -> Path:
 
 __all__ = ["KernelRing", "HandlerResult", "HandlerStalled", "HandlerCompileError",
            "KernelHandlersUnavailable", "handler_path", "HANDLERS_DIR", "VerifierStats",
-           "verifier_stats"]
+           "verifier_stats", "VerifierBudgetWarning", "handler", "Handler", "Arg", "Step",
+           "HandlerTranslateError", "sdk"]

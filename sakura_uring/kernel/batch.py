@@ -26,6 +26,7 @@ class Batch:
         self.left = len(checked)          # requests not finished yet
         self.error: BaseException | None = None
         self.starved_count = 0            # starts the drainer could not make
+        self.futures: dict[int, Future] = {}   # started and unfinished, by request index
 
     def run(self, window: int) -> list:
         for _ in range(min(window, len(self.checked))):
@@ -42,6 +43,11 @@ class Batch:
                 for _ in range(n):
                     self.start_next(True)   # this thread may wait for a slot
         if not self.all_done.is_set():
+            self.stop_all(TimeoutError("KernelRing.map timed out"))
+            with self.lock:
+                pending = list(self.futures.values())
+            for fut in pending:           # they stop in the kernel; their slots come free
+                fut.cancel()
             raise TimeoutError(f"KernelRing.map: {self.left} of {len(self.checked)} requests "
                                f"unfinished after {self.timeout} s")
         if self.error is not None:
@@ -83,9 +89,15 @@ class Batch:
         except BaseException as exc:
             self.stop_all(exc)
             return
+        with self.lock:
+            self.futures[i] = fut
         fut.add_done_callback(functools.partial(self.finished, i))
 
     def finished(self, i: int, fut: Future) -> None:
+        with self.lock:
+            self.futures.pop(i, None)
+        if fut.cancelled():
+            return
         exc = fut.exception()
         if exc is not None:
             self.stop_all(exc)

@@ -16,6 +16,17 @@ from .. import ops as _ops
 from ..bpfenv import tracepoint_format
 from ..errors import SakuraError
 from ..resources import bpf_dir
+from .._native import lib as _lib
+
+MAX_ARGS = _lib.SK_ARGS
+# Past this share of the verifier's 1,000,000-instruction budget a handler is one kernel
+# version away from refusal (7.2 walked a loop six times as far as 6.18): load warns.
+BUDGET = 1_000_000
+WARN_SHARE = 0.5
+
+
+class VerifierBudgetWarning(UserWarning):
+    """The verifier walked more than half its budget to load a handler."""
 
 BPF_DIR = bpf_dir()
 SDK = BPF_DIR / "sakura.h"
@@ -58,6 +69,47 @@ def _locate(log: str, source_name: str) -> tuple[int | None, list[str]]:
         if m and ln.lstrip().startswith(";"):
             line = int(m.group(1))
     return line, lines[max(0, end - 8):end + 1]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A handler's C text, the file name messages name, and the argument count it
+    declares (SK_NARGS(n) in C, the args of a Python handler; None: undeclared)."""
+    name: str
+    text: str
+    nargs: int | None = None
+    arg_names: tuple = ()
+
+
+_NARGS = re.compile(r"^[ \t]*SK_NARGS\s*\(\s*(\d+)\s*\)", re.M)
+
+
+def handler_source(handler, name: str | None = None) -> Source:
+    """C source text, a path (os.PathLike, or a str without a newline or a brace: C
+    source has both), or a Python handler (sakura_uring.kernel.handler)."""
+    if callable(getattr(handler, "c_source", None)):     # a Python handler (python.Handler)
+        return handler.c_source()
+    if isinstance(handler, str) and "\n" not in handler and "{" not in handler:
+        if not os.path.isfile(handler):
+            raise FileNotFoundError(
+                f"handler {handler!r}: no such file. A str without a newline or a brace is "
+                f"taken as the path of a handler file (C source has both); pass the source "
+                f"text itself, or a pathlib.Path")
+        handler = Path(handler)
+    if isinstance(handler, os.PathLike):
+        name = name or str(handler)
+        handler = Path(handler).read_text()
+    elif not isinstance(handler, str):
+        raise TypeError(f"handler must be C source (str), a path or a Python handler "
+                        f"(@sakura_uring.kernel.handler), not {type(handler).__name__}")
+    declared = {int(n) for n in _NARGS.findall(handler)}
+    if len(declared) > 1:
+        raise ValueError(f"the handler declares SK_NARGS more than once, with "
+                         f"{sorted(declared)}: say once how many arguments it takes")
+    nargs = declared.pop() if declared else None
+    if nargs is not None and nargs > MAX_ARGS:
+        raise ValueError(f"SK_NARGS({nargs}): a request takes at most {MAX_ARGS} arguments")
+    return Source(name or "<handler>", handler, nargs)
 
 
 @dataclass(frozen=True)
@@ -117,27 +169,44 @@ def _insn_source(bcc, parts, source_name: str, insn: int) -> int | None:
     """The handler line that compiled to instruction `insn`, from bcc's source-annotated
     dump (DEBUG_SOURCE, which works only without #line directives), or None. The dump
     numbers lines of bcc's rewritten text, so the line is found by its code."""
+    # without the handler's own #line directives too (a Python handler's C has them):
+    # blank lines in their place keep the numbering
+    bare = [(n, re.sub(r"(?m)^[ \t]*#line .*$", "", t)) for n, t in parts]
     with _CapturedStderr() as dump:
         try:
-            _compile(bcc, program_text(parts, False), debug=0x8).cleanup()
+            _compile(bcc, program_text(bare, False), debug=0x8).cleanup()
         except Exception:
             pass
-    code = None
+    handler = dict(parts)[source_name].splitlines()
+    where: dict[str, int] = {}                # a handler line's code -> its first line
+    for i, ln in enumerate(handler, 1):
+        where.setdefault(ln.strip(), i)
+    # the last handler line whose code came before the instruction: the line itself, or
+    # the handler line that called the inlined SDK function the instruction is in
+    line = None
     for ln in dump.text.splitlines():
         m = re.match(r"; (.*) // Line\s+\d+", ln)
         if m:
             code = m.group(1).strip()
+            if code in where:
+                line = where[code]
             continue
         m = re.match(r"\s*(\d+):\s", ln)
         if m and int(m.group(1)) == insn:
             break
     else:
         return None
-    handler = dict(parts)[source_name].splitlines()
-    for i, ln in enumerate(handler, 1):
-        if code and ln.strip() == code:
-            return i
-    return None
+    return None if line is None else _directed(handler, line)
+
+
+def _directed(text: list[str], i: int) -> int:
+    """Line i of a handler's text as its own #line directives number it (a Python handler's
+    C names the Python lines), or i when it has none before line i."""
+    for j in range(i - 1, 0, -1):
+        m = re.match(r'\s*#line (\d+)', text[j - 1])
+        if m:
+            return int(m.group(1)) + (i - j - 1)
+    return i
 
 
 def _failed_insn(log: str) -> int | None:
@@ -178,7 +247,28 @@ def _compile(bcc, text: str, debug: int = 0):
     class Program(bcc.BPF):
         def _trace_autoload(self):
             pass
-    return Program(text=text.encode(), debug=debug, cflags=[f"-I{BPF_DIR}", f"-I{BPF_DIR / 'handlers'}"])
+    return Program(text=text.encode(), debug=debug,
+                   cflags=[f"-I{BPF_DIR}", f"-I{BPF_DIR / 'handlers'}",
+                           # a misspelt SDK call is an error that names it, not a call to
+                           # nothing that the BPF backend turns into "jump out of range"
+                           "-Werror=implicit-function-declaration"])
+
+
+def _sdk_names() -> list[str]:
+    return sorted(set(re.findall(r"\b(sk_[a-z0-9_]+)\s*\(", SDK.read_text()))
+                  - {n for n in re.findall(r"\b(sk__[a-z0-9_]+)", SDK.read_text())})
+
+
+def _undeclared(log: str) -> str | None:
+    """'the handler calls sk_fnish(), which is declared nowhere (did you mean sk_finish?)'"""
+    import difflib
+    m = re.search(r"implicit declaration of function '(\w+)'", log)
+    if not m:
+        return None
+    name = m.group(1)
+    close = difflib.get_close_matches(name, _sdk_names(), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else " (the SDK's functions: bpf/sakura.h)"
+    return f"the kernel handler calls {name}(), which is declared nowhere{hint}"
 
 
 def _attach(prog) -> None:
@@ -202,8 +292,26 @@ def _compiled(bcc, parts, source_name: str):
         except Exception as exc:  # bcc raises bare Exception
             failure = str(exc)
     if "Failed to compile" in failure:
-        raise HandlerCompileError("the kernel handler does not compile", source_name, err.text)
+        raise HandlerCompileError(_undeclared(err.text) or "the kernel handler does not compile",
+                                  source_name, err.text)
     raise HandlerCompileError(f"bcc failed: {failure}", source_name, err.text)
+
+
+def _walked(prog, source_name: str) -> int | None:
+    """How far the verifier walked the dispatch program (its completion probe), with a
+    VerifierBudgetWarning past WARN_SHARE of the budget."""
+    import warnings
+    from ..bpfenv import bpf_prog_verified_insns
+    fn = prog.funcs.get(b"tracepoint__io_uring__io_uring_complete")
+    walked = bpf_prog_verified_insns(fn.fd) if fn is not None else None
+    if walked is not None and walked > WARN_SHARE * BUDGET:
+        warnings.warn(VerifierBudgetWarning(
+            f"{source_name}: the BPF verifier walked {walked:,} instructions to load this "
+            f"handler, {walked / BUDGET:.0%} of its budget of {BUDGET:,}; another kernel may "
+            f"walk further and refuse it. Cut long loops into slices (a NOP the handler "
+            f"pushes to itself) and keep what a loop carries in map memory "
+            f"(docs/kernel-handlers.md, 'Verifier budget')"), stacklevel=4)
+    return walked
 
 
 def load(bcc, handler: str, source_name: str, layout: Layout, boot_ud: int):
@@ -218,6 +326,7 @@ def load(bcc, handler: str, source_name: str, layout: Layout, boot_ud: int):
         with _CapturedStderr() as err:
             try:
                 _attach(prog)
+                prog.sk_verified_insns = _walked(prog, source_name)
                 return prog
             except Exception as exc:
                 failure = str(exc)
@@ -242,6 +351,17 @@ def load(bcc, handler: str, source_name: str, layout: Layout, boot_ud: int):
         if _locate(log, source_name)[0] is None and (insn := _failed_insn(err.text)) is not None:
             # libbcc drops BTF line info when it retries a failed load: ask the dump
             line = _insn_source(bcc, parts, source_name, insn)
+        jumps = re.search(r"sequence of (\d+) jumps is too complex", log)
+        if jumps:
+            raise HandlerCompileError(
+                f"the BPF verifier gave up on the kernel handler: the sequence of "
+                f"{jumps.group(1)} jumps is too complex", source_name, log,
+                "hint: the verifier keeps one pending branch for every data-dependent branch "
+                "of every loop iteration it walks, and stops at 8,192 however well the loop is "
+                "bounded. Cut the loop into slices of at most a few hundred iterations (push "
+                "sk_nop(e, STEP) to go on in the next completion), or let a word-at-a-time "
+                "helper (sk_count_byte, sk_find_byte, sk_compare) take 8 bytes per iteration",
+                line=line)
         raise HandlerCompileError(
             "the BPF verifier refused the kernel handler", source_name, log,
             "hint: keep buffer offsets checked against SK_BUF_SIZE and loops bounded", line=line)
@@ -264,13 +384,12 @@ def verifier_stats(handler, *, layout: Layout | None = None) -> VerifierStats:
     and return them; nothing is attached, nothing stays loaded. The walk differs between
     kernels (Linux 7.2 walked over six times what 6.18 did through a loop whose values
     were kept in registers), so a handler should leave the budget a wide margin.
-    `handler` is C source or a path; `layout` defaults to KernelRing's defaults."""
+    `handler` is what KernelRing takes (C source, a path, a Python handler); `layout`
+    defaults to KernelRing's defaults."""
     from ..bpfenv import bpf_prog_load
     from ..bpfenv import load_bcc
-    if isinstance(handler, os.PathLike):
-        name, handler = _c_string(str(handler)), Path(handler).read_text()
-    else:
-        name = "<handler>"
+    src = handler_source(handler)
+    name, handler = _c_string(src.name), src.text
     # KernelRing's defaults: 256 entries, 64 requests of 64 KiB
     layout = layout or Layout(256, Layout.default_cq(256, 64), 64, 65536)
     bcc = load_bcc()

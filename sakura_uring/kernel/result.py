@@ -16,17 +16,24 @@ class HandlerStalled(SakuraError):
 
 @dataclass(frozen=True)
 class HandlerResult:
-    """What the handler passed to sk_finish(): a result (>= 0, or -errno) and bytes."""
+    """What the handler passed to sk_finish(): a result (>= 0, or -errno) and bytes.
+    `signed` is True when it finished with sk_finish_value() (finish_value() in Python):
+    the result is then a value, negative or not, and never an error."""
     result: int
     data: bytes
+    signed: bool = False
+
+    def __repr__(self) -> str:
+        signed = ", signed=True" if self.signed else ""
+        return f"HandlerResult(result={self.result!r}, data={self.data!r}{signed})"
 
     @property
     def ok(self) -> bool:
-        return self.result >= 0
+        return self.signed or self.result >= 0
 
     @property
     def error(self) -> Exception | None:
-        if self.result >= 0:
+        if self.ok:
             return None
         if self.result == SK_STALLED:
             return HandlerStalled("the kernel handler returned without calling sk_finish() "

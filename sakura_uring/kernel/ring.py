@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 import warnings
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, Literal, overload
 
 from .._native import ffi, lib
@@ -80,12 +80,9 @@ class KernelRing:
                  buffer_size: int = 65536, cq_entries: int | None = None,
                  sq_idle_ms: int = 100, sq_cpu: int | None = None, spin_us: int = 50,
                  name: str | None = None, buffers: int | None = None):
-        if isinstance(handler, os.PathLike):
-            name = name or str(handler)
-            with open(handler) as f:
-                handler = f.read()
-        elif not isinstance(handler, str):
-            raise TypeError(f"handler must be C source (str) or a path, not {type(handler).__name__}")
+        src = program.handler_source(handler, name)
+        handler = src.text
+        self.nargs, self.arg_names = src.nargs, src.arg_names
         entries = _check_pow2("entries", entries, 64, 32768)
         if buffers is not None:    # the first name of `requests` (a slot is more than a buffer)
             warnings.warn("KernelRing(buffers=) is now KernelRing(requests=)",
@@ -100,7 +97,7 @@ class KernelRing:
         if sq_cpu is not None:
             sq_cpu = _check_int("sq_cpu", sq_cpu, 0, (os.cpu_count() or 1) - 1, ValueError)
         self._spin_ns = _check_int("spin_us", spin_us, 0, 1_000_000, ValueError) * 1000
-        self.name = name or "<handler>"
+        self.name = src.name
         self.layout = program.Layout(entries, cq_entries, requests, buffer_size)
 
         from ..probe import engines
@@ -118,6 +115,8 @@ class KernelRing:
         # requests (this process's or another's) from being taken for ours
         boot_ud = lib.SK_UD_INTERNAL | (secrets.randbits(48) << 8) | 1
         self._bpf = program.load(bcc, handler, self.name, self.layout, boot_ud)
+        # instructions the verifier walked to load it (None: this kernel does not say)
+        self.verified_insns: int | None = self._bpf.sk_verified_insns
         try:
             self._setup(boot_ud, sq_idle_ms, sq_cpu)
         except BaseException:
@@ -189,7 +188,7 @@ class KernelRing:
         cargs, view = self._check_request(args, data)
         slots = self._slots
         slot = slots.take(timeout)
-        self._start(slot, cargs, view, future=False)
+        gen = self._start(slot, cargs, view, future=False)
         end = None if timeout is None else time.monotonic() + timeout
         k = slots.enter(self._k)
         try:
@@ -202,7 +201,10 @@ class KernelRing:
                 if end is not None and time.monotonic() >= end:
                     slots.watch(slot)       # from now on the drainer reports it
                     if not lib.sk_kr_abandon(k, slot):
-                        raise TimeoutError(f"the kernel handler did not finish within {timeout} s")
+                        # stop it: no more pushes, its slot free once its SQEs complete
+                        lib.sk_kr_cancel(k, slot, gen)
+                        raise TimeoutError(f"the kernel handler did not finish within {timeout} s; "
+                                           f"the request was cancelled")
                     slots.forget(slot)      # it finished just now, and it is ours
                     break
             res = self._result(slot)
@@ -243,6 +245,10 @@ class KernelRing:
     run_async = call_async  # Ring's word for it
 
     def _check_request(self, args, data) -> tuple[list, memoryview]:
+        if self.nargs is not None and len(args) != self.nargs:
+            names = f" ({', '.join(self.arg_names)})" if self.arg_names else ""
+            raise TypeError(f"the handler {self.name} takes {self.nargs} argument"
+                            f"{'' if self.nargs == 1 else 's'}{names}, got {len(args)}")
         if len(args) > MAX_ARGS:
             raise ValueError(f"a request takes at most {MAX_ARGS} integer arguments, got {len(args)}")
         for i, a in enumerate(args):
@@ -267,13 +273,16 @@ class KernelRing:
 
     @overload
     def _start(self, slot: int, cargs: list, view: memoryview,
-               future: Literal[False]) -> None: ...
+               future: Literal[False]) -> int: ...
 
-    def _start(self, slot: int, cargs: list, view: memoryview, future: bool = True) -> Future | None:
+    def _start(self, slot: int, cargs: list, view: memoryview, future: bool = True) -> Future | int:
         """The one place a request starts: its slot (taken) is filled and a start NOP
-        pushed. On failure the slot goes back."""
+        pushed. Returns its Future (future=True) or its generation. On failure the slot
+        goes back."""
         slots = self._slots
         fut = slots.watch(slot) if future else None
+        if fut is not None:
+            fut.stop = self._cancel
         args = ffi.new("uint64_t[]", cargs) if cargs else ffi.NULL
         data = ffi.from_buffer(view)
         delay = 0.0001
@@ -286,6 +295,11 @@ class KernelRing:
             while True:
                 rc = lib.sk_kr_start(k, slot, args, len(cargs), data, len(view), not future)
                 if rc >= 0:
+                    if fut is None:
+                        return rc
+                    fut.gen = rc
+                    if fut.cancelled():     # cancelled while it started
+                        self._cancel(fut)
                     return fut
                 # the SQ is shared with the handlers: the SQPOLL thread empties it
                 if rc != -errno.EBUSY or slots.closed:
@@ -295,6 +309,20 @@ class KernelRing:
                 delay = min(delay * 2, 0.01)
         finally:
             slots.leave()
+
+    def _cancel(self, fut) -> None:
+        """Future.cancel(): stop the request in the kernel (sk_kr_cancel); the drainer
+        frees its slot when what it has in flight has completed."""
+        if fut.gen is None:
+            return                      # not started yet: _start cancels it
+        try:
+            k = self._slots.enter(self._k)
+        except RingClosed:
+            return
+        try:
+            lib.sk_kr_cancel(k, fut.slot, fut.gen)
+        finally:
+            self._slots.leave()
 
     def variables(self, fut: Future, first: int = 0, count: int = 1) -> list[int] | None:
         """Handler variables v[first:first+count] of the running request `fut` (from
@@ -334,14 +362,17 @@ class KernelRing:
                     futs.append((slots.futures.pop(slot, None), res))
                 slots.cv.notify(n)
             for fut, res in futs:
-                if fut is not None:
-                    fut.set_result(res)
+                if fut is not None and not fut.cancelled():
+                    try:
+                        fut.set_result(res)
+                    except InvalidStateError:
+                        pass                # cancelled just now: nobody wants the result
 
     def _result(self, slot: int) -> HandlerResult:
         """A finished request's result and bytes, copied out of its slot."""
         r = lib.sk_kr_req(self._k, slot)
         return HandlerResult(r.result, ffi.buffer(lib.sk_kr_buf(self._k, slot) + r.out_off,
-                                                  r.out_len)[:])
+                                                  r.out_len)[:], bool(r.value))
 
     # ---- state ------------------------------------------------------------------------
 

@@ -6,14 +6,25 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future
-from typing import Literal, overload
+from typing import Callable, Literal, overload
 
 from ..errors import RingFull
 
 
 class SlotFuture(Future):
-    """A request's Future, knowing its request slot."""
+    """A request's Future, knowing its request slot. cancel() stops the request in the
+    kernel: its handler is called no more, its latest push group is cancelled, and its slot
+    comes free once what it has in flight completes."""
     slot: int
+    gen: int | None = None          # the request's generation, once started
+    stop: Callable[["SlotFuture"], None] | None = None   # the ring's cancel
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False            # finished (or being reported) already
+        if self.stop is not None:
+            self.stop(self)
+        return True
 
 
 class Slots:
@@ -59,9 +70,8 @@ class Slots:
             self.cv.notify()
 
     def watch(self, slot: int) -> SlotFuture:
-        fut = SlotFuture()
+        fut = SlotFuture()           # left PENDING, so that cancel() can stop it
         fut.slot = slot
-        fut.set_running_or_notify_cancel()
         with self.cv:
             self.futures[slot] = fut
         return fut

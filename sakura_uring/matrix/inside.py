@@ -23,7 +23,7 @@ KERNEL_TESTS = ("test_links.py", "test_sqpoll.py", "test_steps.py", "test_bad_in
                 "test_timeouts.py", "test_handles.py", "test_probe.py", "test_engines.py",
                 "test_unavailable.py", "test_kernel_handlers.py", "test_kernel_http.py",
                 "test_trace.py", "test_trace_programs.py", "test_params.py", "test_map.py",
-                "test_prepared.py")
+                "test_prepared.py", "test_kernel_sdk.py", "test_kernel_python.py")
 
 
 class Collect:
