@@ -72,7 +72,15 @@ BPF_PERCPU_ARRAY(sk_stats, u64, SK_STATS);
  * line (read by the drainer at every completion) changes only when the request starts and
  * finishes; inflight, written at every step, lives on the next one. */
 
-struct sk_buf { u8 b[SK_BUF_SIZE]; };
+/* b[] bytes; w[] the same memory as aligned 64-bit words, which the scans load in one
+ * instruction (through a cast of &b[i], clang knows only byte alignment and loads the word
+ * a byte at a time: BPF has no unaligned load) */
+struct sk_buf {
+    union {
+        u8 b[SK_BUF_SIZE];
+        u64 w[SK_BUF_SIZE / 8];
+    };
+};
 
 BPF_F_TABLE("array", u32, struct sk_sqe, sk_sqes, SK_ENTRIES, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", u32, struct sk_page, sk_rings, SK_RING_PAGES, BPF_F_MMAPABLE);
@@ -429,9 +437,8 @@ static __always_inline int sk_statx(struct sk_event *e, u32 step, int dirfd, u32
 /* The aligned word of the buffer at `off` (off & ~7: the mask keeps it in the buffer). */
 static __always_inline u64 sk__word(struct sk_buf *b, u64 off)
 {
-    u32 o = off;
-    asm volatile("" : "+r"(o));
-    return *(u64 *)&b->b[o & ((SK_BUF_SIZE - 1) & ~7)];
+    asm volatile("" : "+r"(off));
+    return b->w[(off & (SK_BUF_SIZE - 1)) >> 3];
 }
 
 /* The high bit of every byte of w that is zero, and no other bit (exact, no carries). */
@@ -455,8 +462,7 @@ static __always_inline u32 sk__first_byte(u64 t)
  * off are masked with sk__head(off); those of the last word past the end are dealt with by
  * each scan. */
 #define SK__WORDS(off, len, first, words)                                               \
-    u32 first = (off) & ~7u, words = (((off) + (len) + 7) & ~7u) - first;             \
-    words /= 8
+    u64 first = (off) & ~7u, words = ((((u64)(off) + (len) + 7) & ~7ULL) - first) / 8
 
 /* A scan's start: its buffer b, -EINVAL for a range outside it, -E2BIG past SK_SCAN_MAX,
  * and the words that cover the range. */
@@ -471,6 +477,17 @@ static __always_inline u32 sk__first_byte(u64 t)
 /* The mask of the bytes of the first word at or after off (little-endian: low bytes first). */
 #define sk__head(off) (~0ULL << (8 * ((off) & 7)))
 
+/* The high bit of every byte of the scan's word i that equals the pattern's bytes (none of
+ * the first word's bytes before off). i is a constant to the verifier at every iteration,
+ * so `i == 0` is no branch it has to keep. */
+static __always_inline u64 sk__matches(struct sk_buf *b, u64 first, u64 i, u64 pat, u32 off)
+{
+    u64 t = sk__zero_bytes(sk__word(b, first + i * 8) ^ pat);
+    if (i == 0)
+        t &= sk__head(off);
+    return t;
+}
+
 /* How many bytes of [off, off+len) equal c; -EINVAL outside the buffer, -E2BIG past
  * SK_SCAN_MAX. One data-dependent branch per word: the loop's end. */
 static __always_inline s64 sk_count_byte(struct sk_event *e, u32 off, u32 len, u8 c)
@@ -478,14 +495,11 @@ static __always_inline s64 sk_count_byte(struct sk_event *e, u32 off, u32 len, u
     SK__SCAN_START(off, len);
     u64 pat = SK__ONES * c, n = 0;
 #pragma clang loop unroll(disable)
-    for (u32 i = 0; i < SK_SCAN_WORDS; i++) {
+    for (u64 i = 0; i < SK_SCAN_WORDS; i++) {
         SK__OPAQUE(words);
         if (i >= words)
             break;
-        u64 t = sk__zero_bytes(sk__word(b, first + i * 8) ^ pat);
-        if (i == 0)                   /* i is a constant to the verifier: no branch to keep */
-            t &= sk__head(off);
-        n += ((t >> 7) * SK__ONES) >> 56;
+        n += ((sk__matches(b, first, i, pat, off) >> 7) * SK__ONES) >> 56;
     }
     u32 end = off + len;
     if (words && (end & 7)) {         /* the last word's bytes from end on were counted too */
@@ -504,13 +518,11 @@ static __always_inline s64 sk_find_byte(struct sk_event *e, u32 off, u32 len, u8
     SK__SCAN_START(off, len);
     u64 pat = SK__ONES * c;
 #pragma clang loop unroll(disable)
-    for (u32 i = 0; i < SK_SCAN_WORDS; i++) {
+    for (u64 i = 0; i < SK_SCAN_WORDS; i++) {
         SK__OPAQUE(words);
         if (i >= words)
             break;
-        u64 t = sk__zero_bytes(sk__word(b, first + i * 8) ^ pat);
-        if (i == 0)
-            t &= sk__head(off);
+        u64 t = sk__matches(b, first, i, pat, off);
         if (t) {
             u32 at = first + i * 8 + sk__first_byte(t);
             return at < off + len ? (s64)at : -1;
@@ -531,14 +543,15 @@ static __always_inline s64 sk_compare(struct sk_event *e, u32 a, u32 b_off, u32 
     u32 q = b_off - (a & 7);          /* b's byte under the first word's byte 0 (may wrap) */
     u32 sh = (q & 7) * 8;
     q &= ~7u;
+    u64 lo = sk__word(b, q);          /* b's word under a's, and the one after it: hi */
 #pragma clang loop unroll(disable)
-    for (u32 i = 0; i < SK_SCAN_WORDS; i++) {
+    for (u64 i = 0; i < SK_SCAN_WORDS; i++) {
         SK__OPAQUE(words);
         if (i >= words)
             break;
-        u64 wa = sk__word(b, first + i * 8);
-        u64 lo = sk__word(b, q + i * 8), hi = sk__word(b, q + i * 8 + 8);
+        u64 wa = sk__word(b, first + i * 8), hi = sk__word(b, q + i * 8 + 8);
         u64 wb = (lo >> sh) | ((hi << 1) << (63 - sh));   /* sh = 0: no shift by 64 */
+        lo = hi;
         u64 x = wa ^ wb;
         if (i == 0)
             x &= sk__head(a);

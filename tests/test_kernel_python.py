@@ -5,6 +5,7 @@ import errno
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -171,6 +172,13 @@ def test_refusals_name_the_construct_and_the_python_line():
                     return 0
                 except Exception:
                     return 1
+    with refused("a field named buf is outside", "buf: int  # B"):
+        @handler
+        class B:
+            buf: int  # B
+
+            def on_complete(self, e):
+                return 0
     with refused("self.count is assigned but the class declares no such state field", "self.count += 1  # U"):
         @handler
         class U:
@@ -256,8 +264,13 @@ def test_compiler_and_verifier_messages_point_at_the_python_line():
     before = open_fds()
     with pytest.raises(HandlerCompileError) as ei:
         KernelRing(Loop)
-    assert "jumps is too complex" in str(ei.value) and HERE in str(ei.value)
-    assert ei.value.line == line_of("if self.buf[i] == 10:  # V")     # the branch it keeps
+    msg = str(ei.value)
+    assert HERE in msg and "slices" in msg
+    # 6.18 stops at 8,192 pending branches (and names the branch); 7.2 walks this loop past
+    # its 1,000,000 instructions first
+    assert "jumps is too complex" in msg or "more than 1,000,000 instructions" in msg
+    if "jumps" in msg:
+        assert ei.value.line == line_of("if self.buf[i] == 10:  # V")  # the branch it keeps
     assert not open_fds() - before
 
 
@@ -354,5 +367,28 @@ def test_steps_python_and_c(rings, tmp_path):
             assert c == p, args
         assert p.result == -errno.EBADF
         assert rings["steps"][1].run(500, 0, 0, timeout=10).result == 500
+    finally:
+        os.close(fd)
+
+
+def test_count_and_find_scan_a_file_as_python_does(tmp_path):
+    require_kernel_engine()
+    import random
+    rnd = random.Random(3)
+    body = bytes(rnd.choice(b"ab\n") for _ in range(100_000)) + b"\x01" + b"z" * 40_001
+    f = tmp_path / "f"
+    f.write_bytes(body)
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        with KernelRing(py.count, buffer_size=sk.SCAN_MAX, requests=1) as kr:
+            for b in (ord("\n"), ord("a"), ord("z"), 1, 0):
+                assert kr.run(fd, b, timeout=10).result == body.count(bytes([b])), b
+        with KernelRing(py.find, buffer_size=sk.SCAN_MAX, requests=1) as kr:
+            for b in (ord("\n"), ord("z"), 1, 0, 0xff):
+                r = kr.run(fd, b, timeout=10)
+                assert r.signed and r.result == body.find(bytes([b])), b
+            assert kr.run(9999, 1, timeout=5).result == -errno.EBADF
+            time.sleep(0.05)
+            assert kr.stats()["after_finish"] == 0      # nothing read after the find
     finally:
         os.close(fd)

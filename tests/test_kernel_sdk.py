@@ -229,11 +229,14 @@ def test_too_many_jumps_is_explained_with_the_fix():
     with pytest.raises(HandlerCompileError) as ei:
         KernelRing(JUMPY, name="jumpy.c")
     msg = str(ei.value)
-    assert "jumps is too complex" in msg
     assert "slices" in msg and "sk_count_byte" in msg
-    # the branch the verifier keeps for every byte, or the line it jumps to
-    branch = JUMPY.splitlines().index("        if (SK_BYTE(b, i) == '\\n')") + 1
-    assert ei.value.line in (branch, branch + 1)
+    # 6.18 stops at 8,192 pending branches; 7.2 walks this loop past its 1,000,000
+    # instructions first: either refusal says what to do
+    assert "jumps is too complex" in msg or "more than 1,000,000 instructions" in msg
+    if "jumps" in msg:
+        # the branch the verifier keeps for every byte, or the line it jumps to
+        branch = JUMPY.splitlines().index("        if (SK_BYTE(b, i) == '\\n')") + 1
+        assert ei.value.line in (branch, branch + 1)
 
 
 # a loop the verifier walks iteration by iteration: ~600,000 instructions

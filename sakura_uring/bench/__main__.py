@@ -4,6 +4,7 @@
     python -m sakura_uring.bench tracer [-n N] [--rounds R] [--quick] [--markdown] [--json]
     python -m sakura_uring.bench http [--seconds S | --full] [--servers ...] [--write] [--markdown]
     python -m sakura_uring.bench exact [-n N] [--buffers B]
+    python -m sakura_uring.bench scan [--mb M] [--rounds R] [--quick] [--markdown] [--json]
 
 chains   the same open -> read 4 KiB -> close, N times, in every execution model, in one
          process, interleaved over R rounds (median kept): time per chain, system calls per
@@ -14,6 +15,8 @@ http     wrk against nginx and `sakura-uring httpd` in its four models (the main
 soak     each model one minute under 256 connections: no failed request, no fd/memory growth.
 steps    chains of 1..32 NOP or 4 KiB read steps in the FlexSC model, the link engine and
          kernel handlers: time per chain, cost per added step, system calls per chain.
+scan     a file counted (wc -l) and searched in the kernel by Python kernel handlers
+         (word-at-a-time scans) against the same job in plain Python.
 exact    the kernel-handler engine, 10,000,000 requests from run(), call() and map() at
          once: every one back exactly once with the right result (`make exact`).
 """
@@ -22,6 +25,7 @@ import sys
 
 from .chains import main as chains_main
 from .exact import main as exact_main
+from .scan import main as scan_main
 from .steps import main as steps_main
 from .http import SERVERS, main as http_main, soak as soak_main
 from .tracer import main as tracer_main
@@ -35,6 +39,8 @@ BENCHES = {
               "--steps", 20000, "steps per cell and round", "6,000 steps, 2 rounds"),
     "tracer": ("the dispatch tracer's own cost, with and without it attached", tracer_main,
                "-n", 10000, "operations per workload and round", "n=2000, 2 rounds"),
+    "scan": ("a file scanned in the kernel vs the same job in plain Python", scan_main,
+             "--mb", 10, "file size in MB", "2 MB, 2 rounds"),
 }
 
 

@@ -1,6 +1,6 @@
 """The shipped kernel handlers, written in Python: the same jobs as bpf/handlers/follow.c,
 copy.c, sendfile.c and steps.c, with the same results (tests/test_kernel_python.py runs
-both), translated to C when this module is imported.
+both), and two file scans, count and find; translated to C when this module is imported.
 
     from sakura_uring.kernel import KernelRing
     from sakura_uring.kernel.handlers import copy
@@ -155,4 +155,57 @@ class steps:
         return sk.finish(e, self.done)
 
 
-__all__ = ["follow", "copy", "sendfile", "steps"]
+class _Scan:
+    """Read a file SCAN_MAX bytes at a time, all in kernel, scanning each read with a
+    word-at-a-time helper before pushing the next read. A subclass says what scan(e, n)
+    does with the n bytes read (-errno, 1 when it finished the request, 0 to read on) and
+    what end(e) finishes with at end of file."""
+    fd: Arg
+    byte: Arg
+    READ: Step
+    off: int            # file offset of the next read
+
+    def on_complete(self, e):
+        if e.step != sk.START:
+            if e.res < 0:
+                return e.res
+            if e.res == 0:                                   # end of file
+                return self.end(e)
+            rc = self.scan(e, e.res)         # < 0: failed, 1: finished, 0: read on
+            if rc != 0:
+                return min(rc, 0)
+            self.off += e.res
+        return sk.read(e, self.READ, self.fd, 0, sk.SCAN_MAX, self.off)
+
+
+@handler
+class count(_Scan):
+    """How many bytes of the file fd equal byte (count(fd, ord("\\n")) is wc -l).
+    kr.run(fd, byte) -> result = the count; KernelRing(count, buffer_size=sk.SCAN_MAX)"""
+    seen: int
+
+    def scan(self, e, n):
+        self.seen += sk.count_byte(e, 0, n, self.byte)
+        return 0
+
+    def end(self, e):
+        return sk.finish(e, self.seen)
+
+
+@handler
+class find(_Scan):
+    """The offset of the first byte of the file fd equal to byte, -1 when there is none
+    (a signed result). kr.run(fd, byte) -> result = the offset"""
+
+    def scan(self, e, n):
+        at = sk.find_byte(e, 0, n, self.byte)
+        if at < 0:
+            return 0
+        sk.finish_value(e, self.off + at)
+        return 1
+
+    def end(self, e):
+        return sk.finish_value(e, -1)
+
+
+__all__ = ["follow", "copy", "sendfile", "steps", "count", "find"]

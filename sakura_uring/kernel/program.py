@@ -344,9 +344,10 @@ def load(bcc, handler: str, source_name: str, layout: Layout, boot_ud: int):
             raise HandlerCompileError(
                 "the BPF verifier gave up on the kernel handler: on this kernel it walks more "
                 "than 1,000,000 instructions through the program", source_name, "",
-                "hint: cut long loops into slices (a NOP the handler pushes to itself) and keep "
-                "what a loop carries in map memory (bpf/handlers/http.c does both); "
-                "sakura_uring.kernel.verifier_stats() measures the walk")
+                "hint: cut long loops into slices (a NOP the handler pushes to itself), let a "
+                "word-at-a-time helper (sk_count_byte, sk_find_byte, sk_compare) take 8 bytes "
+                "per iteration, and keep what a loop carries in map memory (bpf/handlers/http.c "
+                "does both); sakura_uring.kernel.verifier_stats() measures the walk")
         line = None
         if _locate(log, source_name)[0] is None and (insn := _failed_insn(err.text)) is not None:
             # libbcc drops BTF line info when it retries a failed load: ask the dump

@@ -177,6 +177,10 @@ def _parts(cls, scope) -> _Parts:
                     _refuse(parts, st, f"the annotation of {name}",
                             "fields are `name: Arg` (an argument), `NAME: Step` (a step) or "
                             "`name: int` (per-request state)", filename, lines)
+                if name in ("buf", "in_len"):
+                    _refuse(parts, st, f"a field named {name}", f"self.{name} is the "
+                            f"request's {'buffer' if name == 'buf' else 'input length'}: "
+                            f"name the field otherwise", filename, lines)
                 for group in (parts.args, parts.steps, parts.state):
                     if name in group:
                         group.remove(name)
