@@ -172,6 +172,11 @@ def test_refusals_name_the_construct_and_the_python_line():
                     return 0
                 except Exception:
                     return 1
+    with refused("the integer 18446744073709551616, which does not fit", "return 18446744073709551616  # O"):
+        @handler
+        class O:
+            def on_complete(self, e):
+                return 18446744073709551616  # O
     with refused("a field named buf is outside", "buf: int  # B"):
         @handler
         class B:

@@ -13,7 +13,8 @@ kernel handler (Python)
 All three run one chain at a time: the time per chain is its latency. The per-step cost of
 an engine is the slope between the shortest and the longest chain, which removes the fixed
 cost of starting a chain from Python. A last row runs one kernel-handler request of many
-NOP steps (C and Python handler): the cost of a step with no Python at all.
+NOP steps (C and Python handler): the cost of a step with no Python at all. A last table
+puts each shipped handler in C and in Python side by side on its own job (pyhandlers.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -29,6 +31,7 @@ import time
 from .. import Chain, Ring
 from ..kernel import KernelRing, handler_path
 from ..kernel import handlers as py_handlers
+from . import pyhandlers
 
 LENGTHS = (1, 2, 4, 8, 16, 32)
 KINDS = ("nop", "read")
@@ -147,6 +150,10 @@ def main(args) -> int:
                 assert r.result == long_n, r
             log(f"  round {rnd + 1}/{rounds} done; one request of {long_n} NOP steps: "
                 + ", ".join(f"{e} {v[-1]:.0f} ns/step" for e, v in long_ns.items()))
+        for kr in krs.values():
+            kr.close()
+        krs = {}
+        per_handler = pyhandlers.measure(tmp, rounds, quick, sq_cpu, IDLE_MS, log)
     finally:
         for kr in krs.values():
             kr.close()
@@ -154,8 +161,7 @@ def main(args) -> int:
         if counter:
             counter.close()
         os.close(fd)
-        os.unlink(path)
-        os.rmdir(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     med = {c: statistics.median(v) for c, v in times.items()}
     sc: dict[tuple, Any] = {c: (statistics.median(v) if v else None) for c, v in calls.items()}
@@ -171,7 +177,9 @@ def main(args) -> int:
         print(json.dumps(dict(rounds=rounds, kernel=os.uname().release, rows=rows,
                               ns_per_added_step={f"{k}/{e}": v for (k, e), v in slope.items()},
                               kernel_long_chain_ns_per_nop=long_step["kernel handler"],
-                              python_long_chain_ns_per_nop=long_step["kernel handler (Python)"])))
+                              python_long_chain_ns_per_nop=long_step["kernel handler (Python)"],
+                              handlers_us={n: dict(C=round(c, 2), Python=round(p, 2))
+                                           for n, (c, p) in per_handler.items()})))
         return 0
     md = args.markdown
     for kind in KINDS:
@@ -197,4 +205,7 @@ def main(args) -> int:
     print(f"\nkernel handler, one request of {200_000 if not quick else 20_000} NOP steps: "
           f"C {c_ns} ns, Python {py_ns} ns per step (no Python between steps; "
           f"Python / C {py_ns / c_ns:.3f}x)")
+    print("\nEach shipped handler on its own job, C and Python (us per request):" +
+          ("\n" if md else ""))
+    print(pyhandlers.table(per_handler, md))
     return 0

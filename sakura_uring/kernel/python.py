@@ -354,6 +354,13 @@ class _Function:
     def refuse(self, node, what, hint="", plain=False) -> NoReturn:
         _refuse(self.parts, node, what, hint, self.filename, self.lines, plain)
 
+    def lit(self, node, v: int) -> str:
+        if not -(1 << 63) <= v < (1 << 64):
+            self.refuse(node, f"the integer {v}, which does not fit in 64 bits",
+                        "values are signed 64-bit integers (unsigned up to 2**64 - 1)",
+                        plain=True)
+        return _literal(v)
+
     def prototype(self) -> str:
         ps = "".join(f", s64 py_{p}" for p in self.params)
         return f"static __always_inline s64 m_{self.name}(struct sk_event *e{ps})"
@@ -429,8 +436,8 @@ class _Function:
             self.refuse(st, "range() with a step of 0")
         v = "py_" + target.id
         cmp = "<" if step > 0 else ">"
-        out = [f"{pad}for ({v} = {_literal(start)}; {v} {cmp} {_literal(stop)}; "
-               f"{v} += {_literal(step)}) {{\n"]
+        out = [f"{pad}for ({v} = {self.lit(st, start)}; {v} {cmp} {self.lit(st, stop)}; "
+               f"{v} += {self.lit(st, step)}) {{\n"]
         for s in st.body:
             out += self.stmt(s, depth + 1)
         return out + [f"{pad}}}\n"]
@@ -529,7 +536,7 @@ class _Function:
     def expr(self, node) -> str:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, int):
-                return _literal(node.value)
+                return self.lit(node, node.value)
             what = "a string" if isinstance(node.value, (str, bytes)) else repr(node.value)
             self.refuse(node, what, "kernel handlers have integers only; a byte is ord('x')")
         if isinstance(node, ast.Name):
@@ -550,7 +557,7 @@ class _Function:
             if isinstance(obj, sdk.Layout):
                 return f"((s64){obj.macro})"
             if isinstance(obj, int):
-                return _literal(obj)
+                return self.lit(node, obj)
             if obj is _MISSING:
                 self.refuse(node, f"the name {ast.unparse(node)} is no local, argument, "
                             f"state field, step or integer constant",
@@ -601,7 +608,7 @@ class _Function:
         if attr in self.parts.steps:
             return f"STEP_{attr}"
         if attr in self.parts.consts:
-            return _literal(self.parts.consts[attr])
+            return self.lit(node, self.parts.consts[attr])
         if attr == "in_len":
             return "((s64)e->r->in_len)"
         if attr == "buf":
@@ -647,7 +654,7 @@ class _Function:
             elif isinstance(value, ast.AST):
                 args.append(self.expr(value))
             else:
-                args.append(_literal(value))
+                args.append(self.lit(node, value))
         return f"((s64){c_name}({', '.join(args)}))"
 
     def event_arg(self, node, call) -> str:
@@ -664,7 +671,7 @@ class _Function:
             if len(args) == 1 and isinstance(args[0], ast.Constant) and \
                     isinstance(args[0].value, (str, bytes)) and len(args[0].value) == 1:
                 v = args[0].value
-                return _literal(v[0] if isinstance(v, bytes) else ord(v))
+                return self.lit(node, v[0] if isinstance(v, bytes) else ord(v))
             self.refuse(node, "ord() of anything but a one-character literal")
         if name in ("int", "bool", "abs") and len(args) == 1:
             x = self.expr(args[0])
