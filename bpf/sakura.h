@@ -434,10 +434,11 @@ static __always_inline int sk_statx(struct sk_event *e, u32 step, int dirfd, u32
 /* Hide from the compiler what it knows of x (it emits nothing). */
 #define SK__OPAQUE(x) asm volatile("" : "+r"(x))
 
-/* The aligned word of the buffer at `off` (off & ~7: the mask keeps it in the buffer). */
+/* The aligned word of the buffer that holds byte `off` (the mask keeps it in the buffer,
+ * and the compiler may not drop it). */
 static __always_inline u64 sk__word(struct sk_buf *b, u64 off)
 {
-    asm volatile("" : "+r"(off));
+    SK__OPAQUE(off);
     return b->w[(off & (SK_BUF_SIZE - 1)) >> 3];
 }
 
@@ -458,9 +459,8 @@ static __always_inline u32 sk__first_byte(u64 t)
 /* The aligned words that cover [off, off+len), as the scans walk them: `first` of them,
  * `words` of them. (In the loops, SK__OPAQUE(words) keeps clang from folding the test
  * against words and the loop's constant bound into one count, which the verifier cannot
- * bound.) Bytes of the first word before
- * off are masked with sk__head(off); those of the last word past the end are dealt with by
- * each scan. */
+ * bound.) Bytes of the first word before off are masked with sk__head(off); those of the
+ * last word past the end are dealt with by each scan. */
 #define SK__WORDS(off, len, first, words)                                               \
     u64 first = (off) & ~7u, words = ((((u64)(off) + (len) + 7) & ~7ULL) - first) / 8
 
@@ -476,6 +476,12 @@ static __always_inline u32 sk__first_byte(u64 t)
 
 /* The mask of the bytes of the first word at or after off (little-endian: low bytes first). */
 #define sk__head(off) (~0ULL << (8 * ((off) & 7)))
+
+/* How many bytes of a word sk__zero_bytes() marked: one 0x01 per marked byte, added up. */
+static __always_inline u64 sk__count_marked(u64 t)
+{
+    return ((t >> 7) * SK__ONES) >> 56;
+}
 
 /* The high bit of every byte of the scan's word i that equals the pattern's bytes (none of
  * the first word's bytes before off). i is a constant to the verifier at every iteration,
@@ -499,14 +505,14 @@ static __always_inline s64 sk_count_byte(struct sk_event *e, u32 off, u32 len, u
         SK__OPAQUE(words);
         if (i >= words)
             break;
-        n += ((sk__matches(b, first, i, pat, off) >> 7) * SK__ONES) >> 56;
+        n += sk__count_marked(sk__matches(b, first, i, pat, off));
     }
     u32 end = off + len;
     if (words && (end & 7)) {         /* the last word's bytes from end on were counted too */
         u64 t = sk__zero_bytes(sk__word(b, end) ^ pat) & sk__head(end);
         if (words == 1)
             t &= sk__head(off);
-        n -= ((t >> 7) * SK__ONES) >> 56;
+        n -= sk__count_marked(t);
     }
     return n;
 }

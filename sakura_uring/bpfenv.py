@@ -1,6 +1,7 @@
 """The BPF environment, below everything that loads BPF (probe, kernel, trace): bcc and
 the kernel headers it compiles against, tracefs and the tracepoint formats, the
-capabilities, and raw bpf(BPF_PROG_LOAD) for questions bcc can't ask. Imports nothing of
+capabilities, and raw bpf(BPF_PROG_LOAD, BPF_OBJ_GET_INFO_BY_FD) for questions bcc can't
+ask. Imports nothing of
 the package but errors and resources; every failure names the fix."""
 from __future__ import annotations
 
@@ -100,6 +101,14 @@ def tracepoint_fields(category: str, event: str) -> set[str]:
     return set(re.findall(r"field:[^;]*?(\w+)(?:\[\w*\])?;", fmt))
 
 
+def _sys_bpf(cmd: int, attr) -> tuple[int, int]:
+    """bpf(cmd, attr, sizeof attr): (its return value, errno)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    rc = libc.syscall(321, cmd, attr, len(attr))     # SYS_bpf
+    return rc, 0 if rc >= 0 else ctypes.get_errno()
+
+
 def bpf_prog_load(prog_type: int, insns, *, license: bytes = b"GPL", log_level: int = 0,
                   log_size: int = 0) -> tuple[int, int, str]:
     """bpf(BPF_PROG_LOAD) with nothing but instructions: (fd or -1, errno, verifier log).
@@ -119,10 +128,8 @@ def bpf_prog_load(prog_type: int, insns, *, license: bytes = b"GPL", log_level: 
     attr = ctypes.create_string_buffer(struct.pack(
         "<IIQQIIQ", prog_type, size // 8, addr, ctypes.addressof(lic), log_level if log else 0,
         log_size, ctypes.addressof(log) if log else 0), 128)
-    libc = ctypes.CDLL(None, use_errno=True)
     for _ in range(5):
-        fd = libc.syscall(321, 5, attr, 128)        # SYS_bpf, BPF_PROG_LOAD
-        err = 0 if fd >= 0 else ctypes.get_errno()
+        fd, err = _sys_bpf(5, attr)                 # BPF_PROG_LOAD
         if err != 11:
             break
         time.sleep(0.05)
@@ -155,8 +162,7 @@ def bpf_prog_verified_insns(prog_fd: int) -> int | None:
     info = ctypes.create_string_buffer(232)          # sizeof(struct bpf_prog_info), 6.x
     attr = ctypes.create_string_buffer(struct.pack("<IIQ", prog_fd, len(info),
                                                    ctypes.addressof(info)), 16)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(321, 15, attr, 16) < 0:          # SYS_bpf, BPF_OBJ_GET_INFO_BY_FD
+    if _sys_bpf(15, attr)[0] < 0:                    # BPF_OBJ_GET_INFO_BY_FD
         return None
     got = struct.unpack_from("<I", attr.raw, 4)[0]   # the kernel writes back the size it filled
     if got < 220:

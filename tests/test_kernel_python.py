@@ -219,8 +219,12 @@ def test_python_names_never_collide_with_c_names():
         assert kr.run(timeout=5).result == 8
 
 
+SHADOWED = 1
+
+
 def test_constants_come_from_modules_and_scopes_by_name():
     LIMIT = 77
+    SHADOWED = 5                   # the enclosing scope before the module, as in Python
 
     @handler
     class K:
@@ -228,10 +232,11 @@ def test_constants_come_from_modules_and_scopes_by_name():
 
         def on_complete(self, e):
             x = os.O_CREAT | socket.MSG_NOSIGNAL
-            return sk.finish(e, x + errno.ENOENT + LIMIT + self.BIG // 1024)
+            return sk.finish(e, x + errno.ENOENT + LIMIT + self.BIG // 1024 + SHADOWED)
     src = K.source
     assert f"{os.O_CREAT}LL" in src and f"{socket.MSG_NOSIGNAL}LL" in src
     assert f"{errno.ENOENT}LL" in src and "77LL" in src and f"{1 << 40}LL" in src
+    assert "5LL" in src and " + 1LL" not in src
 
 
 @kernel

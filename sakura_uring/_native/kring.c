@@ -249,9 +249,23 @@ static int skk_push(struct sk_kring *k, uint8_t op, uint64_t user_data)
     return skk_push_sqe(k, op, user_data, 0, 0);
 }
 
+/* Ask the kernel to cancel the push group headed by `head` (ASYNC_CANCEL, every match) and
+ * note it in cancel_ud[req] in place of `asked`; true when the note was made. A push the
+ * full SQ refused is noted with bit 63 (never set in a handler's user_data, outside the
+ * generation bits), so that the watchdog sees a head not yet asked for and asks again. */
+static int skk_ask_cancel(struct sk_kring *k, unsigned req, uint64_t asked, uint64_t head)
+{
+    int pushed = skk_push_sqe(k, IORING_OP_ASYNC_CANCEL, SK_UD_CANCEL, head,
+                              IORING_ASYNC_CANCEL_ALL) == 0;
+    return __atomic_compare_exchange_n(&k->cancel_ud[req], &asked,
+                                       pushed ? head : head | SK_UD_INTERNAL, 0,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
 /* A cancelled request whose latest push group changed since the last ASYNC_CANCEL gets
- * another (its handler was running when the cancel came and pushed once more); one that
- * is over leaves the books. Called by the watchdog, from any waiting thread. */
+ * another (its handler was running when the cancel came and pushed once more, or the SQ
+ * was full); one that is over leaves the books. Called by the watchdog, from any waiting
+ * thread. */
 static void skk_recancel(struct sk_kring *k)
 {
     if (!__atomic_load_n(&k->cancelling, __ATOMIC_ACQUIRE))
@@ -269,10 +283,10 @@ static void skk_recancel(struct sk_kring *k)
             continue;
         }
         uint64_t head = __atomic_load_n(&r->head_ud, __ATOMIC_ACQUIRE);
-        if (head != asked && head &&
-            __atomic_compare_exchange_n(&k->cancel_ud[i], &asked, head, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_ACQUIRE))
-            skk_push_sqe(k, IORING_OP_ASYNC_CANCEL, SK_UD_CANCEL, head, IORING_ASYNC_CANCEL_ALL);
+        if (!head)                    /* only the start NOP so far */
+            head = (uint64_t)i | (r->gen & SK_UD_GEN_MASK) << SK_UD_GEN_SHIFT;
+        if (head != asked)
+            skk_ask_cancel(k, i, asked, head);
     }
 }
 
@@ -293,11 +307,8 @@ int sk_kr_cancel(struct sk_kring *k, unsigned req, uint64_t gen)
     uint64_t head = __atomic_load_n(&r->head_ud, __ATOMIC_SEQ_CST);
     if (!head)                        /* only the start NOP so far */
         head = (uint64_t)req | ((gen & SK_UD_GEN_MASK) << SK_UD_GEN_SHIFT);
-    uint64_t none = 0;
-    if (__atomic_compare_exchange_n(&k->cancel_ud[req], &none, head, 0, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE))
+    if (skk_ask_cancel(k, req, 0, head))
         __atomic_fetch_add(&k->cancelling, 1, __ATOMIC_RELAXED);
-    skk_push_sqe(k, IORING_OP_ASYNC_CANCEL, SK_UD_CANCEL, head, IORING_ASYNC_CANCEL_ALL);
     return 1;
 }
 

@@ -28,6 +28,7 @@ directives, so compiler and verifier messages name the Python line too."""
 from __future__ import annotations
 
 import ast
+import builtins
 import inspect
 import sys
 import textwrap
@@ -140,7 +141,8 @@ class _Parts:
     steps: list = field(default_factory=list)
     state: list = field(default_factory=list)
     consts: dict = field(default_factory=dict)
-    methods: dict = field(default_factory=dict)    # name -> (ast.FunctionDef, filename, lines)
+    # name -> (ast.FunctionDef, filename, lines, the names its body sees)
+    methods: dict = field(default_factory=dict)
 
 
 def _class_ast(cls) -> tuple[ast.ClassDef, str, list[str]]:
@@ -167,11 +169,16 @@ def _parts(cls, scope) -> _Parts:
     parts: _Parts | None = None
     for klass in reversed([k for k in cls.__mro__ if k is not object]):
         node, filename, lines = _class_ast(klass)
+        # what a name in this class's body means: its module's globals, and for the
+        # decorated class the scope it was decorated in (locals before globals, as Python)
+        names = dict(vars(sys.modules[klass.__module__]))
+        if klass is cls:
+            names.update(scope)
         if parts is None:
             parts = _Parts(cls.__name__, filename, lines)
         for st in node.body:
             if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name):
-                kind = _annotation_kind(st.annotation, scope, klass)
+                kind = _annotation_kind(st.annotation, names)
                 name = st.target.id
                 if kind is None:
                     _refuse(parts, st, f"the annotation of {name}",
@@ -190,7 +197,7 @@ def _parts(cls, scope) -> _Parts:
                             "fields start at 0 (state) or are given by the caller (arguments)",
                             filename, lines)
             elif isinstance(st, ast.FunctionDef):
-                parts.methods[st.name] = (st, filename, lines)
+                parts.methods[st.name] = (st, filename, lines, names)
             elif isinstance(st, ast.Assign) and len(st.targets) == 1 and \
                     isinstance(st.targets[0], ast.Name):
                 value = getattr(klass, st.targets[0].id, None)
@@ -220,10 +227,9 @@ def _parts(cls, scope) -> _Parts:
     return parts
 
 
-def _annotation_kind(node, scope, klass) -> str | None:
+def _annotation_kind(node, names: dict) -> str | None:
     try:
-        value = eval(compile(ast.Expression(node), "<annotation>", "eval"),
-                     {**scope, **vars(sys.modules.get(klass.__module__, sys))})
+        value = eval(compile(ast.Expression(node), "<annotation>", "eval"), dict(names))
     except Exception:
         value = getattr(node, "id", None) or getattr(node, "attr", None)
     if value is Arg or value == "Arg":
@@ -253,7 +259,7 @@ def _refuse(parts, node, what, hint, filename=None, lines=None, plain=False) -> 
                                 f"hint: {hint}" if hint else "")
 
 
-def _translate(cls, scope) -> Handler:
+def _translate(cls, scope: dict) -> Handler:
     parts = _parts(cls, scope)
     name = parts.name
     out = [f"/* generated from {name} ({parts.filename}) by sakura_uring.kernel.handler */\n",
@@ -263,8 +269,8 @@ def _translate(cls, scope) -> Handler:
                                          enumerate(parts.steps, 1)) + " };\n")
     _refuse_recursion(parts)
     fns = []
-    for mname, (node, filename, lines) in parts.methods.items():
-        fns.append(_Function(parts, scope, node, filename, lines, cls))
+    for node, filename, lines, names in parts.methods.values():
+        fns.append(_Function(parts, names, node, filename, lines))
     for fn in fns:
         if fn.name != "on_complete":
             out.append(fn.prototype() + ";\n")
@@ -298,7 +304,7 @@ def _parens(c: str) -> str:
 def _refuse_recursion(parts: _Parts) -> None:
     """Helper methods are inlined: one that calls itself, directly or not, can't be."""
     calls = {}
-    for name, (node, _, _) in parts.methods.items():
+    for name, (node, *_) in parts.methods.items():
         calls[name] = [(c.func.attr, c) for c in ast.walk(node) if isinstance(c, ast.Call)
                        and isinstance(c.func, ast.Attribute) and isinstance(c.func.value, ast.Name)
                        and c.func.value.id == "self" and c.func.attr in parts.methods]
@@ -306,7 +312,7 @@ def _refuse_recursion(parts: _Parts) -> None:
     def visit(name, path):
         for callee, call in calls.get(name, []):
             if callee in path:
-                node, filename, lines = parts.methods[name]
+                node, filename, lines, _ = parts.methods[name]
                 _refuse(parts, call, f"a recursive call of self.{callee}()",
                         "helpers are inlined into on_complete: loop with for i in range(N), "
                         "or go on at the next event (sk.nop)", filename, lines)
@@ -335,20 +341,20 @@ class _Function:
     """One method in C. Its locals and parameters are py_<name> there, so that no Python
     name collides with a C keyword, type or SDK name."""
 
-    def __init__(self, parts: _Parts, scope, node: ast.FunctionDef, filename, lines, cls):
+    def __init__(self, parts: _Parts, names: dict, node: ast.FunctionDef, filename, lines):
         self.parts, self.node, self.filename, self.lines = parts, node, filename, lines
-        self.scope = {**scope, **vars(sys.modules.get(cls.__module__, sys))}
+        self.scope = names
         self.name = node.name
         self.uses_buf = False
         a = node.args
         if a.vararg or a.kwarg or a.kwonlyargs or a.defaults or a.posonlyargs:
             self.refuse(node, "*args, **kwargs, keyword-only or default parameters",
                         "a method takes self, e and integers")
-        names = [x.arg for x in a.args]
-        if names[:2] != ["self", "e"] or (self.name == "on_complete" and len(names) != 2):
-            self.refuse(node, f"the parameters ({', '.join(names)}) of {self.name}",
+        params = [x.arg for x in a.args]
+        if params[:2] != ["self", "e"] or (self.name == "on_complete" and len(params) != 2):
+            self.refuse(node, f"the parameters ({', '.join(params)}) of {self.name}",
                         "on_complete is (self, e); a helper method is (self, e, ...integers)")
-        self.params = names[2:]
+        self.params = params[2:]
         self.locals = [n for n in _assigned(node) if n not in self.params]
 
     def refuse(self, node, what, hint="", plain=False) -> NoReturn:
@@ -523,9 +529,7 @@ class _Function:
                 return _MISSING
             if node.id in self.parts.steps:
                 return _MISSING
-            return self.scope.get(node.id, getattr(__builtins__, node.id, _MISSING)
-                                  if not isinstance(__builtins__, dict)
-                                  else __builtins__.get(node.id, _MISSING))
+            return self.scope.get(node.id, getattr(builtins, node.id, _MISSING))
         if isinstance(node, ast.Attribute):
             base = self.resolve(node.value)
             if base is _MISSING or isinstance(base, int):
