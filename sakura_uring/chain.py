@@ -29,7 +29,7 @@ import math
 import os
 import socket as _socket
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar, overload
 
 from . import ops as _ops
@@ -49,6 +49,7 @@ MAX_FD = 2**31 - 1
 MAX_TIMEOUT_NS = 2**62
 MAX_TIMEOUT = MAX_TIMEOUT_NS / 1e9
 _KEY = object()              # only the library makes handles
+_NULL = ffi.NULL
 
 # struct sk_step (_native/shim.h) as Python packs it
 def _struct_of(ctype: str) -> struct.Struct:
@@ -117,7 +118,9 @@ class Fixed(Step):
     __slots__ = ("slot", "ring", "generation")
 
     def __init__(self, chain, index, op, slot: int, ring=None, generation: int = 0, key=None):
-        super().__init__(chain, index, op, key)
+        if key is not _KEY:            # (Step.__init__'s work inline: a frame per step less)
+            Step.__init__(self, chain, index, op, key)
+        self.chain, self.index, self.op = chain, index, op
         self.slot = slot
         self.ring = ring
         self.generation = generation
@@ -133,7 +136,9 @@ class BufferStep(Step):
     __slots__ = ("buffer", "length", "exact")
 
     def __init__(self, chain, index, op, buffer: int, length: int, exact: bool, key=None):
-        super().__init__(chain, index, op, key)
+        if key is not _KEY:
+            Step.__init__(self, chain, index, op, key)
+        self.chain, self.index, self.op = chain, index, op
         self.buffer = buffer
         self.length = length
         self.exact = exact   # a short result is a failure, so the bytes are all there
@@ -166,14 +171,16 @@ _H = TypeVar("_H", bound=Step)   # _add gives back the handle it was given
 
 class _StepInfo:
     """What the ring needs to know about a step beyond its packed SQE description."""
-    __slots__ = ("op", "handle", "length", "buffer", "fills_slot", "closes_slot", "exact",
-                 "timeout")
+    __slots__ = ("op", "handle", "length", "buffer", "buf_len", "fills_slot", "closes_slot",
+                 "exact", "timeout")
 
-    def __init__(self, op, handle, length, buffer, fills_slot, closes_slot, exact, timeout):
+    def __init__(self, op, handle, length, buffer, buf_len, fills_slot, closes_slot, exact,
+                 timeout):
         self.op = op                    # ops.Op
         self.handle = handle
         self.length = length            # requested transfer length (short-result check)
         self.buffer = buffer            # local buffer this step fills, -1 none
+        self.buf_len = buf_len          # that buffer's size
         self.fills_slot = fills_slot    # local slot this step fills, -1 none
         self.closes_slot = closes_slot  # local slot this step closes, -1 none
         self.exact = exact              # a short result is a failure (and breaks a link)
@@ -312,6 +319,7 @@ class Chain:
     _names: Any = ()             # Param name -> Param
     _binds: Any = ()             # (step, BIND_*, param index)
     _sized: Any = ()             # (step, param, exact): length per run
+    _exact = 0                   # bit i: step i's short result is a failure (the shape key)
 
     def __init__(self, *, link: Link = Link.SOFT, timeout: float | None = None):
         if type(link) is not Link:
@@ -321,15 +329,12 @@ class Chain:
         self._steps: list[_StepInfo] = []
         self._packed: list[bytes] = []
         self._arena = bytearray()
-        self._nslots = 0
-        self._buffers: list[int] = []
         self._frozen: dict[bool, Frozen] = {}
-        # kept as steps are added, so _freeze makes no pass of its own
+        # what the steps take and the shape key needs, counted as they are added; the rest
+        # of what the ring needs is worked out once per shape (_freeze_new)
+        self._nslots = 0
+        self._nbufs = 0
         self._ntimed = 0                                 # steps with a timeout of their own
-        self._opcodes: set[int] = set()
-        self._fills: list[int] = []                      # local slot -> the step filling it
-        self._closes: list[list[int]] = []               # local slot -> steps closing it
-        self._data_steps: list[tuple[int, int, bool]] = []  # (step, buffer, is statx)
 
     def _lazy(self, name: str, make):
         """The chain's own container `name` (made by `make` on first use)."""
@@ -394,6 +399,10 @@ class Chain:
         return steps[idx]
 
     def _file(self, f, what: str = "file") -> tuple[int, Any]:
+        if type(f) is Fixed and f.chain is self:       # a slot of this chain: the common case
+            info = self._own(f, what)
+            if info.fills_slot >= 0:
+                return FD_LOCAL_SLOT, info.fills_slot
         if isinstance(f, Param):
             return FD_PLAIN, self._bind(f, BIND_FD)
         if isinstance(f, Fixed):
@@ -426,6 +435,12 @@ class Chain:
         return off
 
     def _path(self, path):
+        if type(path) is bytes and 0 < len(path) <= MAX_PATH and b"\0" not in path:
+            arena = self._arena                 # the common case, checked in one line
+            off = len(arena)
+            arena += path
+            arena.append(0)
+            return off
         if isinstance(path, Param):
             return self._bind(path, BIND_PATH)
         if type(path) is bytes:
@@ -461,6 +476,7 @@ class Chain:
             # a read whose bytes are sent on must be whole: its short result now breaks
             # the chain before the consumer (stale bytes are never sent)
             info.exact = data.exact = True
+            self._exact |= 1 << info.handle.index
             if self._frozen:
                 self._frozen.clear()
             return ADDR_BUFFER, info.buffer, info.length
@@ -510,18 +526,15 @@ class Chain:
         assert i is not None     # a step's own handle has its index
         if fills >= 0:
             self._nslots += 1
-            self._fills.append(i)
-            self._closes.append([])
-        if closes >= 0:
-            self._closes[closes].append(i)
         if buffer >= 0:
-            self._buffers.append(buf_len)
-            self._data_steps.append((i, buffer, name == "statx"))
+            self._nbufs += 1
         if timeout is not None:
             self._ntimed += 1
-        self._opcodes.add(op.opcode)
+        if exact:
+            self._exact |= 1 << i
         self._packed.append(packed)
-        self._steps.append(_StepInfo(op, handle, length, buffer, fills, closes, exact, timeout))
+        self._steps.append(_StepInfo(op, handle, length, buffer, buf_len, fills, closes, exact,
+                                     timeout))
         if binds:
             step = handle.index
             assert step is not None          # a step's own handle has its index
@@ -634,9 +647,10 @@ class Chain:
             raise ChainError("max_length= goes with a Param length only")
         elif type(length) is not int or not 0 <= length <= MAX_RW:
             _check_int("length", length, 0, MAX_RW)
-        off = self._offset(offset)
-        _check_bool("exact", exact)
-        buf = len(self._buffers)
+        off = offset if type(offset) is int and 0 <= offset < 2**63 else self._offset(offset)
+        if type(exact) is not bool:
+            _check_bool("exact", exact)
+        buf = self._nbufs
         if isinstance(length, Param):
             length.limit = min(length.limit, size)   # before _add: it packs the limit
         return self._add("read", BufferStep(self, self._next(), "read", buf, size, exact, _KEY),
@@ -678,7 +692,7 @@ class Chain:
         _check_bool("waitall", waitall)
         if waitall:
             flags |= _socket.MSG_WAITALL
-        buf = len(self._buffers)
+        buf = self._nbufs
         return self._add("recv", BufferStep(self, self._next(), "recv", buf, length, waitall,
                                             _KEY),
                          timeout, fd_kind=kind, fd=fd, addr_kind=ADDR_BUFFER, addr=buf,
@@ -747,7 +761,7 @@ class Chain:
         timeout = _check_timeout(timeout)
         i = self._next()
         addr = self._path(path)
-        buf = len(self._buffers)
+        buf = self._nbufs
         return self._add("statx", BufferStep(self, i, "statx", buf, STATX_SIZE, True, _KEY),
                          timeout, addr_kind=ADDR_ARENA, addr=addr, addr2_kind=ADDR_BUFFER,
                          addr2=buf, op_flags=0 if follow_symlinks else 0x100,  # AT_SYMLINK_NOFOLLOW
@@ -832,10 +846,35 @@ class Chain:
         fz = self._frozen.get(deadline)
         if fz is not None:
             return fz
-        steps = self._steps
-        if not steps:
+        if not self._steps:
             raise ChainError("the chain has no steps")
+        # A chain of plain values has the shape of every chain built the same way: only
+        # its arena (paths, small data) differs, so the shape is frozen once (_Shape)
+        key = None
+        if not (self._params or self._pins or self._ring_slots or self._ntimed):
+            key = (b"".join(self._packed), self._exact, self.link, deadline)
+            shape = _SHAPES.get(key)
+            if shape is not None:
+                fz = self._frozen[deadline] = shape.frozen_for(self)
+                return fz
+        fz = self._freeze_new(deadline)
+        if key is not None:
+            shape = _SHAPES[key] = _Shape(fz)
+            if len(_SHAPES) > SHAPES_MAX:
+                _SHAPES.pop(next(iter(_SHAPES)), None)      # the oldest
+            fz = shape.frozen_for(self)
+        self._frozen[deadline] = fz
+        return fz
+
+    def _freeze_new(self, deadline: bool) -> Frozen:
+        steps = self._steps
         n = len(steps)
+        fills = [i for i, s in enumerate(steps) if s.fills_slot >= 0]    # slot -> its step
+        closes: list[list[int]] = [[] for _ in fills]                     # slot -> closers
+        for i, s in enumerate(steps):
+            if s.closes_slot >= 0:
+                closes[s.closes_slot].append(i)
+        with_buf = [(i, s) for i, s in enumerate(steps) if s.buffer >= 0]
         size = STEP_STRUCT.size
         packed = bytearray().join(self._packed)
         links = self._link_out()
@@ -846,8 +885,8 @@ class Chain:
             # no linked timeouts: step i is SQE i (the common case, without a pass)
             step_pos, timeout_pos = _identity(n)
             total, ntimeouts = n, 0
-            fill_pos = tuple(self._fills)
-            close_pos = tuple(map(tuple, self._closes))
+            fill_pos = tuple(fills)
+            close_pos = tuple(map(tuple, closes))
         else:
             sp, tp = [], []
             pos = ntimeouts = 0
@@ -867,20 +906,58 @@ class Chain:
                 else:
                     tp.append(-1)
             step_pos, timeout_pos, total = tuple(sp), tuple(tp), pos
-            fill_pos = tuple(step_pos[i] for i in self._fills)
-            close_pos = tuple(tuple(step_pos[i] for i in c) for c in self._closes)
+            fill_pos = tuple(step_pos[i] for i in fills)
+            close_pos = tuple(tuple(step_pos[i] for i in c) for c in closes)
         exact = [i for i, s in enumerate(steps) if s.exact and s.length > 0]
         fz = Frozen(
             packed=bytes(packed), arena=bytes(self._arena) or b"\0", nsteps=n, total=total,
             step_pos=step_pos, timeout_pos=timeout_pos, nslots=self._nslots,
-            buffers=tuple(self._buffers), ring_slots=tuple(self._ring_slots),
-            opcodes=frozenset(self._opcodes), ntimeouts=ntimeouts,
-            data_steps=tuple(self._data_steps),
+            buffers=tuple(s.buf_len for _, s in with_buf), ring_slots=tuple(self._ring_slots),
+            opcodes=frozenset(s.op.opcode for s in steps), ntimeouts=ntimeouts,
+            data_steps=tuple((i, s.buffer, s.op.name == "statx") for i, s in with_buf),
             exact_pos=tuple((step_pos[i], steps[i].length) for i in exact),
             exact=frozenset(exact), links=tuple(links), steps=tuple(steps),
             pins=tuple(self._pins), chain=self, soft=self.link is Link.SOFT,
             slot_fill_pos=fill_pos, slot_close_pos=close_pos,
             closes_all=all(close_pos), params=tuple(self._params), binds=tuple(self._binds),
             sized=tuple(self._sized))
-        self._frozen[deadline] = fz
         return fz
+
+
+def native_views(fz: Frozen) -> tuple:
+    """What the native layer reads of a frozen chain: its steps, arena, buffer lengths and
+    the binds of its Params."""
+    binds = ffi.new("struct sk_bind[]", [(s, w, p) for s, w, p in fz.binds]) if fz.binds else _NULL
+    return (ffi.from_buffer("struct sk_step[]", fz.packed), ffi.from_buffer(fz.arena),
+            ffi.new("uint32_t[]", list(fz.buffers) or [0]), binds)
+
+
+_FIELDS = [f.name for f in fields(Frozen)]
+_I_ARENA, _I_CHAIN, _I_STEPS, _I_CDATA = (_FIELDS.index(n) for n in ("arena", "chain", "steps",
+                                                                      "cdata"))
+SHAPES_MAX = 256           # shapes kept (a program builds few kinds of chain)
+_SHAPES: dict[tuple, "_Shape"] = {}
+
+
+class _Shape:
+    """A frozen chain of plain values without its arena and its Chain, with its native
+    views: what every chain packed to the same steps shares (Chain._freeze)."""
+    __slots__ = ("args", "steps_view", "buf_len")
+
+    def __init__(self, fz: Frozen):
+        args = [getattr(fz, n) for n in _FIELDS]
+        # a copy of each step's record: the chain that was frozen first may still change
+        args[_I_STEPS] = tuple(_StepInfo(s.op, None, s.length, s.buffer, s.buf_len,
+                                         s.fills_slot, s.closes_slot, s.exact, None)
+                               for s in fz.steps)
+        args[_I_ARENA] = args[_I_CHAIN] = args[_I_CDATA] = None
+        self.args = args
+        self.steps_view = ffi.from_buffer("struct sk_step[]", fz.packed)
+        self.buf_len = ffi.new("uint32_t[]", list(fz.buffers) or [0])
+
+    def frozen_for(self, chain: Chain) -> Frozen:
+        args = self.args.copy()
+        arena = args[_I_ARENA] = bytes(chain._arena) or b"\0"
+        args[_I_CHAIN] = chain
+        args[_I_CDATA] = (self.steps_view, ffi.from_buffer(arena), self.buf_len, _NULL)
+        return Frozen(*args)

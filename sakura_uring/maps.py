@@ -18,11 +18,12 @@ from typing import Any
 
 from . import params as _params
 from ._native import ffi, lib
-from .chain import STATX_SIZE, Chain, Step, _check_int, _check_timeout, _timeout_ns
+from .chain import (STATX_SIZE, Chain, Step, _check_int, _check_timeout, _timeout_ns,
+                    native_views)
 from .core import RingCore
 from .errors import ChainError, RingClosed
 from .pools import Pools
-from .publish import Publisher, _native_views
+from .publish import Publisher
 from .reaper import SLICE_NS, TAGS_MAX, Reaper
 from .result import ChainResult
 
@@ -60,7 +61,7 @@ class MapRun:
         fz = self._chain._freeze(t is not None)
         ops.pub.validate(fz)
         if fz.cdata is None:
-            fz.cdata = _native_views(fz)
+            fz.cdata = native_views(fz)
         rows = _params.rows(fz, self._rows_in)
         count, total = rows.count, fz.total
         self._count = count

@@ -10,9 +10,9 @@ import time
 
 from . import params as _params
 from ._native import ffi, lib
-from .chain import STATX_SIZE, Chain, _check_timeout, _timeout_ns
+from .chain import STATX_SIZE, Chain, _check_timeout, _timeout_ns, native_views
 from .errors import RingClosed
-from .publish import _NOT_LAID, _native_views
+from .publish import _NOT_LAID
 from .reaper import SLICE_NS, TAGS_MAX, copy_out
 from .result import ChainResult
 
@@ -35,7 +35,7 @@ class Prepared:
         fz = chain._freeze(t is not None)
         pub.validate(fz)
         if fz.cdata is None:
-            fz.cdata = _native_views(fz)
+            fz.cdata = native_views(fz)
         self.chain = chain
         self._fz = fz
         while True:                       # wait for room like a blocking publish

@@ -11,7 +11,7 @@ import weakref
 from . import ops as _ops
 from . import params as _params
 from ._native import ffi, lib
-from .chain import Chain, Frozen, _check_timeout, _timeout_ns
+from .chain import Chain, Frozen, _check_timeout, _timeout_ns, native_views
 from .core import RingCore
 from .errors import ChainError, RingFull, UnsupportedOperation
 from .pools import Lease, Pools, _next_pow2
@@ -64,7 +64,7 @@ class Publisher:
         fz = chain._freeze(t is not None)
         self.validate(fz)
         if fz.cdata is None:
-            fz.cdata = _native_views(fz)
+            fz.cdata = native_views(fz)
         row = None
         if isinstance(values, _params.Rows):
             row = values               # built once by a caller that retries (run_async)
@@ -186,11 +186,3 @@ class Publisher:
         with core.lock:
             if not st.done and not core.closing:
                 lib.sk_cancel_pending(core.r, st.tag, st.fz.total, st.res)
-
-
-def _native_views(fz: Frozen) -> tuple:
-    """What sk_submit_chain reads of a frozen chain: its steps, arena, buffer lengths and
-    the binds of its Params."""
-    binds = ffi.new("struct sk_bind[]", [(s, w, p) for s, w, p in fz.binds]) if fz.binds else _NULL
-    return (ffi.from_buffer("struct sk_step[]", fz.packed), ffi.from_buffer(fz.arena),
-            ffi.new("uint32_t[]", list(fz.buffers) or [0]), binds)

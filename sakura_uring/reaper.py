@@ -28,8 +28,7 @@ def copy_out(fz, vals: list, buf_addrs) -> dict:
     for i, buf, is_statx in fz.data_steps:
         r = vals[fz.step_pos[i]]
         if r >= 0:
-            datas[i] = ffi.buffer(ffi.cast("char *", buf_addrs[buf]),
-                                  STATX_SIZE if is_statx else r)[:]
+            datas[i] = ffi.unpack(ffi.cast("char *", buf_addrs[buf]), STATX_SIZE if is_statx else r)
     return datas
 
 

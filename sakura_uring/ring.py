@@ -20,14 +20,14 @@ from typing import Any, Coroutine
 from . import fork as _fork
 from ._native import ffi, lib
 from .aio import LoopBridge, RingOps
-from .chain import MAX_FD, Chain, Fixed, _check_bool, _check_int
+from .chain import MAX_FD, Chain, Fixed, _check_bool, _check_int, native_views
 from .core import RingCore
 from .errors import ChainError, IoUringUnavailable, RingClosed
 from .pools import Lease, Pools, _next_pow2
 from .maps import MapOps, MapRun, spread
 from . import params as _params
 from .prepared import Prepared, run_once
-from .publish import Publisher, _native_views
+from .publish import Publisher
 from .reaper import Reaper
 from .result import ChainResult
 
@@ -142,7 +142,7 @@ class Ring:
             # no deadline: this thread lays and reaps it alone (prepared.run_once)
             fz = chain._frozen.get(False) or chain._freeze(False)
             if fz.cdata is None:
-                fz.cdata = _native_views(fz)
+                fz.cdata = native_views(fz)
             self._pub.validate(fz)
             row = lengths = None
             if values or fz.params:

@@ -108,8 +108,8 @@ def _patched(chain: Chain, step: int, **fields) -> object:
 
 
 def _lay(ring, fz):
-    from sakura_uring.publish import _native_views
-    fz.cdata = _native_views(fz)
+    from sakura_uring.chain import native_views
+    fz.cdata = native_views(fz)
     with ring._core.lock:
         return ring._pub.lay(fz, 0, None, None)
 
