@@ -12,6 +12,8 @@ One file, one open/read/close at a time:
                  a direct slot, built for every call; run() one at a time, 32 in flight
 (c') prepared    the same chain built once and run N times: ring.run(chain), and
                  ring.prepare(chain).run() (one native call per run)
+(n) floor        that native call alone in a loop, nothing turned into Python: the kernel's
+                 own work for the three requests, under every chain run one at a time
 10,000 distinct files (the bulk and asyncio cases):
 (a) plain in a loop; (c) chains 64 in flight (imap, SQPOLL); one parameterized chain
 (Chain.param) run per file by a Prepared; ring.map(chain, paths) (one native loop: inline,
@@ -36,6 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import Chain, Ring
+from .. import params as _params
+from .._native import lib
+from ..reaper import SLICE_NS, TAGS_MAX
 
 THIN_VERSION = "2024.5.3"     # later releases die of SIGILL at import on this CPU kind
 IOSQE_FIXED_FILE, IOSQE_IO_LINK = 1, 4   # the kernel's ABI (the binding exports neither)
@@ -160,6 +165,28 @@ def _prepare(kind):
     return model
 
 
+def _native_floor(kind):
+    """The floor under every chain run one at a time: a prepared run's one native call
+    (sk_call_run: lay, submit, reap) in a loop, nothing turned into Python -- the kernel's
+    own work for the three requests plus a C call."""
+    def model(ctx, n):
+        p = ctx.prepared[kind]
+        core, reaper = p._core, p._reaper
+        args = (core.r, p._c, _params.NO_VALUES, _params.NO_ARENA, 0, 0, SLICE_NS,
+                reaper.spin_ns, reaper.tags, TAGS_MAX, p._others)
+        call = lib.sk_call_run
+        reaper.lead()
+        try:
+            for _ in range(n):
+                ret = call(*args)
+                if ret != 1 or p._others[0]:
+                    raise RuntimeError(f"sk_call_run gave {ret}: the floor is measured with "
+                                       f"nothing else in flight on the ring")
+        finally:
+            reaper.release()
+    return model
+
+
 def _cat_param() -> Chain:
     c = Chain()
     f = c.openat(c.param("path"))
@@ -274,6 +301,7 @@ MODELS = [
     Model("(c') prepared chain, run(), SQPOLL", _prepared_run("sqpoll")),
     Model("(c') ring.prepare(chain).run(), inline", _prepare("inline")),
     Model("(c') ring.prepare(chain).run(), SQPOLL", _prepare("sqpoll")),
+    Model("(n) the native call alone (floor), inline", _native_floor("inline")),
     Model("(c) chain, 32 in flight, inline", _chain_imap("inline")),
     Model("(c) chain, 32 in flight, SQPOLL", _chain_imap("sqpoll")),
     Model("(c') prepared chain, 32 in flight, SQPOLL", model_prepared_imap),
