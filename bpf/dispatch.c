@@ -7,7 +7,8 @@
  *
  * A CQE that finds the CQ full goes to the kernel's overflow list and fires
  * io_uring:io_uring_cqe_overflow instead of io_uring_complete: both are dispatched. */
-static __always_inline int sk__dispatch(u64 ctx, u64 user_data, s32 res, u32 cflags)
+static __always_inline int sk__dispatch(u64 ctx, u64 user_data, s32 res, u32 cflags,
+                                        u64 kreq)
 {
     u32 z = 0;
     struct sk_ctl *c = sk_ctl.lookup(&z);
@@ -45,6 +46,7 @@ static __always_inline int sk__dispatch(u64 ctx, u64 user_data, s32 res, u32 cfl
     e.step = (ud >> 16) & 0xffff;
     e.res = res;
     e.cflags = cflags;
+    e.kreq = kreq;
     e.r = r;
     e.c = c;
     e.gen = gen;
@@ -80,12 +82,13 @@ static __always_inline int sk__dispatch(u64 ctx, u64 user_data, s32 res, u32 cfl
 
 TRACEPOINT_PROBE(io_uring, io_uring_complete)
 {
-    return sk__dispatch((u64)args->ctx, args->user_data, args->res, SK_CQE_FLAGS);
+    return sk__dispatch((u64)args->ctx, args->user_data, args->res, SK_CQE_FLAGS, SK_KREQ);
 }
 
 #ifdef SK_HAVE_OVERFLOW_TP
 TRACEPOINT_PROBE(io_uring, io_uring_cqe_overflow)
 {
-    return sk__dispatch((u64)args->ctx, args->user_data, args->res, args->cflags);
+    /* a CQE parked on the overflow list names no request: sk_file_size() says -ENOSYS */
+    return sk__dispatch((u64)args->ctx, args->user_data, args->res, args->cflags, 0);
 }
 #endif

@@ -106,6 +106,8 @@ struct sk_event {
     u32 step;                 /* the step id given when the SQE was pushed; 0 = start */
     s32 res;                  /* the CQE's result: bytes, an fd, or -errno */
     u32 cflags;               /* the CQE's flags */
+    u64 kreq;                 /* the kernel's struct io_kiocb of that CQE, 0 unknown (only
+                                 sk_file_size() reads through it) */
     struct sk_req *r;         /* this request's state (args, v[], ...) */
     struct sk_ctl *c;
     u64 gen;
@@ -352,6 +354,37 @@ static __always_inline int sk_openat2(struct sk_event *e, u32 step, int dirfd, u
         return -EINVAL;
     return sk_push(e, step, SK_OP_OPENAT2, dirfd, sk_buf_uaddr(e, how_off),
                     sk_buf_uaddr(e, path_off), sizeof(struct sk_open_how), 0);
+}
+
+/* The length of the regular file that this completion's request (a read, a write, an
+ * fadvise) used, as its inode says now: no system call, no io-wq hand-off (a statx is always
+ * handed to an io-wq worker). The request's file -> inode -> i_size and i_mode are read
+ * with bpf_probe_read_kernel at offsets KernelRing takes from the running kernel's BTF
+ * (sakura_uring/kernel/btf.py). -EINVAL: not a regular file (a FIFO, a device, a
+ * directory); -ENOSYS: this kernel can't tell (no BTF, a tracepoint without the request, a
+ * CQE from the overflow list, a request without a file) -- ask statx then. */
+#define SK_S_IFMT  0170000
+#define SK_S_IFREG 0100000
+static __always_inline s64 sk_file_size(struct sk_event *e)
+{
+#ifdef SK_KOFF_REQ_FILE
+    u64 file = 0, inode = 0;
+    s64 size = 0;
+    u16 mode = 0;
+    if (!e->kreq
+        || bpf_probe_read_kernel(&file, sizeof(file), (void *)(e->kreq + SK_KOFF_REQ_FILE))
+        || !file
+        || bpf_probe_read_kernel(&inode, sizeof(inode), (void *)(file + SK_KOFF_FILE_INODE))
+        || !inode
+        || bpf_probe_read_kernel(&mode, sizeof(mode), (void *)(inode + SK_KOFF_INODE_MODE))
+        || bpf_probe_read_kernel(&size, sizeof(size), (void *)(inode + SK_KOFF_INODE_SIZE)))
+        return -ENOSYS;
+    if ((mode & SK_S_IFMT) != SK_S_IFREG)
+        return -EINVAL;
+    return size < 0 ? -EINVAL : size;
+#else
+    return -ENOSYS;
+#endif
 }
 
 /* read len bytes at file_off (-1: the file position) into the buffer at buf_off */

@@ -272,3 +272,12 @@ def trace_json(*args, **kw) -> tuple[dict, list[dict], "object"]:
     summaries = [ln for ln in lines if ln.get("kind") == "summary"]
     assert summaries, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
     return summaries[-1], [ln for ln in lines if ln.get("kind") == "interval"], out
+
+
+def inode_known() -> bool:
+    """Can sk_file_size() tell a file's length here (BTF, and the request in
+    io_uring_complete)? A kernel without either answers -ENOSYS, tested as such."""
+    from sakura_uring.bpfenv import tracepoint_fields
+    from sakura_uring.kernel.btf import file_offsets
+    return file_offsets() is not None and "req" in tracepoint_fields("io_uring",
+                                                                     "io_uring_complete")

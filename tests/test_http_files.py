@@ -85,7 +85,8 @@ def test_every_change_is_seen_at_once(srv, root):
 
 
 # the kernel handler's chunk (KernelRing buffer_size 65536 - BODY_OFF 8192): a file shorter
-# than it is measured by its first read, one as long or longer by statx
+# than it goes out after one read, one as long or longer in chunks (both measured by the
+# inode the first read used, sk_file_size)
 CHUNK = 57344
 
 

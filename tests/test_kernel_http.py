@@ -119,3 +119,33 @@ def test_connections_end_with_their_count_and_no_fd_left(www):
     for f in www.connections[n0:n0 + 20]:
         assert f.result(5).result == 3                     # responses on that connection
     assert not open_fds() - before
+
+
+def test_files_are_measured_by_their_inode_with_no_statx(tmp_path):
+    """A file that fits the first read and one of several chunks go out whole with their
+    length and no statx (io_uring hands every statx to an io-wq worker): the handler reads
+    the length from the inode the first read used (sk_file_size), traced. A HEAD, which
+    reads nothing, still asks statx."""
+    from sakura_uring.trace import DispatchTracer
+
+    from helpers import inode_known
+    small, large = os.urandom(1000), os.urandom(200_003)
+    (tmp_path / "small").write_bytes(small)
+    (tmp_path / "large").write_bytes(large)
+    srv = Server(tmp_path)
+    try:
+        get(srv, "/small")                               # the handler is warm
+        with DispatchTracer() as tr:
+            for _ in range(20):
+                for name, want in (("small", small), ("large", large)):
+                    r, body = get(srv, f"/{name}")
+                    assert (r.status, body, r.getheader("Content-Length")) == \
+                        (200, want, str(len(want)))
+        ops = tr.final.ops
+        statx = ops["statx"].counts.get("done", 0) if "statx" in ops else 0
+        assert statx == (0 if inode_known() else 40), tr.final.table()
+        with DispatchTracer() as tr:
+            assert get(srv, "/large", "HEAD")[0].status == 200
+        assert tr.final.ops["statx"].counts.get("done", 0) == 1
+    finally:
+        srv.close()

@@ -14,7 +14,7 @@ from sakura_uring.kernel import handlers as py
 from sakura_uring.kernel import sdk as sk
 from sakura_uring.kernel.python import Arg, Handler, HandlerTranslateError, Step, handler
 
-from helpers import open_fds, require_kernel_engine
+from helpers import inode_known, open_fds, require_kernel_engine
 
 HERE = os.path.abspath(__file__)
 kernel = pytest.mark.usefixtures("kernel_engine")
@@ -402,3 +402,31 @@ def test_count_and_find_scan_a_file_as_python_does(tmp_path):
             assert kr.stats()["after_finish"] == 0      # nothing read after the find
     finally:
         os.close(fd)
+
+
+@handler
+class FileSize:
+    """Read 64 bytes of fd, then answer with the file's length from its inode."""
+    fd: Arg
+    READ: Step
+
+    def on_complete(self, e):
+        if e.step == sk.START:
+            return sk.read(e, self.READ, self.fd, 0, 64, 0)
+        return sk.finish_value(e, sk.file_size(e))
+
+
+@kernel
+def test_file_size_from_python_is_the_inode_s_length(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(os.urandom(70_001))
+    fd, dev = os.open(p, os.O_RDONLY), os.open("/dev/null", os.O_RDONLY)
+    try:
+        known = inode_known()
+        with KernelRing(FileSize) as kr:
+            assert os.fstat(fd).st_size == 70_001
+            assert kr.run(fd, timeout=5).result == (70_001 if known else -errno.ENOSYS)
+            assert kr.run(dev, timeout=5).result == (-errno.EINVAL if known else -errno.ENOSYS)
+    finally:
+        os.close(fd)
+        os.close(dev)

@@ -13,7 +13,7 @@ import pytest
 from sakura_uring.kernel import HandlerCompileError, KernelRing, handler_path, verifier_stats
 from sakura_uring.kernel.program import BUDGET, WARN_SHARE, VerifierBudgetWarning
 
-from helpers import open_fds, require_kernel_engine
+from helpers import inode_known, open_fds, require_kernel_engine
 
 pytestmark = pytest.mark.usefixtures("kernel_engine")
 
@@ -388,3 +388,77 @@ def test_store_u64_round_trips_at_any_alignment():
                 assert r.result == -errno.EINVAL
             else:
                 assert r.result == -2 and r.data == (2**64 - 2).to_bytes(8, "little")
+
+
+# ---- a file's length from its inode (sk_file_size), against os.fstat -------------------
+
+FILE_SIZE = r"""
+SK_NARGS(2);                       /* fd, 1: ask at a NOP's completion (no file) */
+static int on_complete(struct sk_event *e)
+{
+    if (e->step == SK_START)
+        return e->r->arg[1] ? sk_nop(e, 1) : sk_read(e, 1, e->r->arg[0], 0, 64, 0);
+    return sk_finish_value(e, sk_file_size(e), 0, 0);
+}
+"""
+
+
+def _kinds_of_file(tmp_path):
+    """(name, open fd, what sk_file_size must say) for a regular file of each size, and
+    for every kind of file that is not regular."""
+    out = []
+    for size in (0, 1, 4096, 1_000_003, 5 << 30):       # the last one sparse
+        p = tmp_path / f"r{size}"
+        with open(p, "wb") as f:
+            f.truncate(size)
+            if size and size < 1 << 20:
+                f.seek(0)
+                f.write(os.urandom(size))
+        out.append((f"regular {size}", os.open(p, os.O_RDONLY), size))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    out.append(("fifo", os.open(fifo, os.O_RDONLY | os.O_NONBLOCK), -errno.EINVAL))
+    out.append(("char device", os.open("/dev/zero", os.O_RDONLY), -errno.EINVAL))
+    out.append(("directory", os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY), -errno.EINVAL))
+    a, b = socket.socketpair()
+    b.send(b"x" * 64)
+    out.append(("socket", a.detach(), -errno.EINVAL))
+    b.close()
+    return out
+
+
+def test_file_size_is_the_inode_s_length_for_regular_files_only(tmp_path):
+    known = inode_known()
+    cases = _kinds_of_file(tmp_path)
+    try:
+        with KernelRing(FILE_SIZE) as kr:
+            for name, fd, want in cases:
+                if want >= 0:
+                    assert want == os.fstat(fd).st_size
+                got = kr.run(fd, 0, timeout=5).result
+                assert got == (want if known else -errno.ENOSYS), name
+            name, fd, _ = cases[2]
+            os.truncate(f"/proc/self/fd/{fd}", 123_457)      # it changes: it says so now
+            assert kr.run(fd, 0, timeout=5).result == (123_457 if known else -errno.ENOSYS)
+            # a request without a file (a NOP): nothing to tell
+            assert kr.run(fd, 1, timeout=5).result == -errno.ENOSYS
+    finally:
+        for _, fd, _ in cases:
+            os.close(fd)
+
+
+def test_btf_that_is_missing_or_not_btf_gives_no_offsets(tmp_path):
+    from sakura_uring.kernel import btf
+    assert btf.file_offsets(str(tmp_path / "missing")) is None
+    junk = tmp_path / "junk"
+    junk.write_bytes(os.urandom(4096))
+    assert btf.file_offsets(str(junk)) is None
+    real = Path(btf.VMLINUX).read_bytes()
+    cut = tmp_path / "cut"
+    cut.write_bytes(real[:len(real) // 3])                  # a type section cut short
+    assert btf.file_offsets(str(cut)) is None
+    # where the kernel has BTF, the offsets are found (else every handler asks statx)
+    if Path(btf.VMLINUX).exists():
+        offs = btf.file_offsets()
+        assert offs is not None
+        assert set(offs) == {m for m, _, _ in btf.WANTED} and all(v >= 0 for v in offs.values())

@@ -1,8 +1,8 @@
 /* http.c — an HTTP/1.1 static-file request handler, all in kernel: recv, parse the request
  * line and header, open (beneath the root, as the serving user), find its length and that it
- * is a regular file (fadvise, the first chunk's read and a probe read; statx only when those
- * can't tell), send headers and body, then keep-alive (recv again) or close. One request of
- * the KernelRing is one connection.
+ * is a regular file (fadvise, then the first chunk's read and the inode it read from, through
+ * sk_file_size; statx only when those can't tell), send headers and body, then keep-alive
+ * (recv again) or close. One request of the KernelRing is one connection.
  *
  *     kr.call(conn_fd, root_dir_fd, personality)  ->  HandlerResult(result=<responses sent>)
  *
@@ -37,9 +37,7 @@ SK_NARGS(3);                   /* conn_fd, root_dir_fd, personality */
 #define URI_MAX   1024
 #define HOW_OFF   5376             /* struct sk_open_how */
 #define EMPTY_OFF 5400             /* "" for statx(fd, "", AT_EMPTY_PATH) */
-#define PROBE_OFF 5416             /* the byte PROBE reads */
 #define STX_OFF   5632             /* struct statx */
-#define PROBE_AT  (1ULL << 62)       /* far past any file's end */
 #define BODY_OFF  8192             /* headers end here, the body starts here */
 #define CHUNK     (SK_BUF_SIZE - BODY_OFF)
 #define BODY_MAX  (1 << 20)        /* nginx's client_max_body_size default */
@@ -48,7 +46,7 @@ SK_NARGS(3);                   /* conn_fd, root_dir_fd, personality */
  * bounded loop one iteration at a time and gives up past ~8,000 pending branches, so long
  * work is cut into slices, one completion each. */
 enum { RECV = 1, SCAN, PARSE, OPEN, STATX, READ, SEND, CLOSE_FILE, CLOSE_SOCK, SHUTDOWN, DRAIN,
-       DISCARD, COMPACT, ADVISE, FIRST, PROBE };
+       DISCARD, COMPACT, ADVISE, FIRST };
 #define SCAN_STEP    64
 #define PARSE_STEP   32
 #define COMPACT_STEP 64
@@ -664,35 +662,35 @@ static int on_complete(struct sk_event *e)
             return statx_file(e, b, n);
         /* No statx (io_uring hands every statx to an io-wq worker): fadvise refuses a FIFO
          * (ESPIPE) before anything is read from it, cancelling the read linked after it;
-         * the first chunk's read gives a file's length when it fits; then a 1-byte read far
-         * past the end tells a device, which ignores the offset, from a file (0). */
+         * the first chunk's completion reads the file's inode (FIRST). */
         if (sk_link(e, 2) || sk_fadvise(e, ADVISE, n, 0, 0, 0 /* POSIX_FADV_NORMAL */))
             return -EBUSY;
         return sk_read(e, FIRST, n, BODY_OFF, CHUNK, 0);
     case ADVISE:                           /* its answer shows in FIRST's (cancelled) */
         return 0;
-    case FIRST:
+    case FIRST: {
         if (n == -EISDIR)
             return respond(e, b, 404);
-        /* fadvise refused (a FIFO: the read was cancelled, nothing read), the read failed,
-         * the file is empty, or there is more to come: the statx decides */
-        if (n <= 0 || n >= CHUNK) {
-            if (n > 0)
-                r->FLAGS |= F_CHUNK;
-            return statx_file(e, b, r->FILEFD - 1);
+        /* The inode's length, read through the request (sk_file_size: no statx, no io-wq):
+         * a regular file whose first read is all of it, or a whole chunk of it, is sent
+         * from here. A FIFO (fadvise refused it: the read was cancelled, nothing read), an
+         * empty file, a failed read, a read that disagrees with the length (the file is
+         * changing) or a kernel that can't tell: the statx decides. */
+        s64 size = n > 0 ? sk_file_size(e) : -ENOSYS;
+        if (size == -EINVAL)
+            return respond(e, b, 404);     /* a device, a socket...: not a regular file */
+        if (size > 0 && n <= CHUNK && (u64)n == ((u64)size < CHUNK ? (u64)size : CHUNK)) {
+            r->SIZE = size;
+            r->FOFF = n;
+            r->HLEN = put_header(b, 200, size, r->FLAGS & F_KEEP);
+            u32 h = r->HLEN, len = n;
+            if (h > 512 || len > CHUNK)
+                return -EINVAL;
+            return start_send(e, BODY_OFF - h, h + len);
         }
-        r->SIZE = n;
-        return sk_read(e, PROBE, r->FILEFD - 1, PROBE_OFF, 1, PROBE_AT);
-    case PROBE: {
-        if (n != 0)                        /* a device: the statx says so */
-            return statx_file(e, b, r->FILEFD - 1);
-        u64 got = r->SIZE;                 /* the whole file */
-        r->FOFF = got;
-        r->HLEN = put_header(b, 200, got, r->FLAGS & F_KEEP);
-        u32 h = r->HLEN, len = got;
-        if (h > 512 || len >= CHUNK)
-            return -EINVAL;
-        return start_send(e, BODY_OFF - h, h + len);
+        if (n >= CHUNK)                    /* a whole chunk: sent after the statx */
+            r->FLAGS |= F_CHUNK;
+        return statx_file(e, b, r->FILEFD - 1);
     }
     case STATX: {
         u16 mode = *(u16 *)&b->b[STX_OFF + 28];

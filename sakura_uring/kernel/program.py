@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import ops as _ops
-from ..bpfenv import tracepoint_format
+from ..bpfenv import tracepoint_fields, tracepoint_format
 from ..errors import SakuraError
 from ..resources import bpf_dir
 from .._native import lib as _lib
+from .btf import file_offsets
 
 MAX_ARGS = _lib.SK_ARGS
 # Past this share of the verifier's 1,000,000-instruction budget a handler is one kernel
@@ -146,6 +147,13 @@ def program_parts(handler: str, source_name: str, layout: Layout,
     }
     if _format("io_uring_cqe_overflow"):
         macros["SK_HAVE_OVERFLOW_TP"] = 1
+    # the completed request's kernel pointer, and where its file's length and mode are
+    # (sk_file_size); without either, sk_file_size() says -ENOSYS and handlers ask statx
+    offsets = file_offsets()
+    has_req = "req" in tracepoint_fields("io_uring", "io_uring_complete")
+    macros["SK_KREQ"] = "(u64)args->req" if has_req and offsets else "0"
+    if has_req and offsets:
+        macros.update(offsets)
     macros.update({f"SK_OP_{op.name.upper()}": op.opcode for op in _ops.OPS if op.kernel})
     pre = "".join(f"#define {k} {v}\n" for k, v in macros.items())
     return [("<layout>", pre), (str(SDK), SDK.read_text()), (source_name, handler),

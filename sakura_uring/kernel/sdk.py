@@ -149,6 +149,13 @@ def store_u64(e, off, value):
 
 
 @_c
+def file_size(e):
+    """The length of the regular file this completion's request used (a read's, an
+    fadvise's), as its inode says now, with no system call; -EINVAL when it is not a regular
+    file, -ENOSYS when this kernel can't tell (then ask statx)."""
+
+
+@_c
 def buf_uaddr(e, off):
     """The user-space address of buffer byte off (for a raw push)."""
 
@@ -168,5 +175,5 @@ def finish_value(e, value, out_off=0, out_len=0):
 
 CALLS = {f.__name__: f for f in (nop, read, write, recv, send, openat, openat2, close, accept,
                                  shutdown, fadvise, statx, link, open_how, count_byte,
-                                 find_byte, compare, load_u64, store_u64, buf_uaddr, finish,
-                                 finish_value)}
+                                 find_byte, compare, load_u64, store_u64, file_size, buf_uaddr,
+                                 finish, finish_value)}
