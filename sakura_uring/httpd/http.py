@@ -10,6 +10,7 @@ body (Content-Length) is read and discarded, never parsed as a request."""
 from __future__ import annotations
 
 import re
+import functools
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -78,9 +79,22 @@ def response_head(status: int, length: int, keep: bool) -> bytes:
             f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n").encode()
 
 
+PARSED_KEPT = 1024            # request heads whose answer parse() keeps
+
+
 def parse(head: bytes, body_max: int = BODY_MAX) -> Request:
     """A whole request head (as split_head returns it) -> Request. Every byte may be
-    crafted: anything RFC 9112 does not allow is a 400, never a guess."""
+    crafted: anything RFC 9112 does not allow is a 400, never a guess.
+
+    The answer is kept for the last PARSED_KEPT distinct heads: parse is a function of its
+    arguments alone (a frozen Request, no state), and a client asks the same thing again
+    and again on a keep-alive connection, so a repeated head costs a lookup, not a parse.
+    A client sending only new heads gets each parsed, in at most PARSED_KEPT * HEAD_MAX
+    bytes of kept heads."""
+    return _parse_kept(head, body_max)
+
+
+def _parse(head: bytes, body_max: int) -> Request:
     if head[:1] in (b"\r", b"\n"):
         head = head.lstrip(b"\r\n")           # RFC 9112 2.2: empty lines before the request
     crs = head.count(b"\r")
@@ -157,3 +171,6 @@ def parse(head: bytes, body_max: int = BODY_MAX) -> Request:
     if method not in (b"GET", b"HEAD"):
         return Request(405, False, keep, body=body)
     return Request(200, head_only, keep, target, body)
+
+
+_parse_kept = functools.lru_cache(maxsize=PARSED_KEPT)(_parse)
