@@ -356,24 +356,20 @@ static __always_inline int sk_openat2(struct sk_event *e, u32 step, int dirfd, u
                     sk_buf_uaddr(e, path_off), sizeof(struct sk_open_how), 0);
 }
 
-/* The length of the regular file that this completion's request (a read, a write, an
- * fadvise) used, as its inode says now: no system call, no io-wq hand-off (a statx is always
- * handed to an io-wq worker). The request's file -> inode -> i_size and i_mode are read
- * with bpf_probe_read_kernel at offsets KernelRing takes from the running kernel's BTF
- * (sakura_uring/kernel/btf.py). -EINVAL: not a regular file (a FIFO, a device, a
- * directory); -ENOSYS: this kernel can't tell (no BTF, a tracepoint without the request, a
- * CQE from the overflow list, a request without a file) -- ask statx then. */
+/* A file's length from its inode (struct file * -> f_inode -> i_size, i_mode), read with
+ * bpf_probe_read_kernel at offsets KernelRing takes from the running kernel's BTF
+ * (sakura_uring/kernel/btf.py): no system call, no io-wq hand-off (a statx always has one).
+ * -EINVAL: not a regular file (a FIFO, a device, a directory, a socket); -ENOSYS: this
+ * kernel can't tell -- ask statx then. */
 #define SK_S_IFMT  0170000
 #define SK_S_IFREG 0100000
-static __always_inline s64 sk_file_size(struct sk_event *e)
+static __always_inline s64 sk__inode_size(u64 file)
 {
-#ifdef SK_KOFF_REQ_FILE
-    u64 file = 0, inode = 0;
+#ifdef SK_KOFF_FILE_INODE
+    u64 inode = 0;
     s64 size = 0;
     u16 mode = 0;
-    if (!e->kreq
-        || bpf_probe_read_kernel(&file, sizeof(file), (void *)(e->kreq + SK_KOFF_REQ_FILE))
-        || !file
+    if (!file
         || bpf_probe_read_kernel(&inode, sizeof(inode), (void *)(file + SK_KOFF_FILE_INODE))
         || !inode
         || bpf_probe_read_kernel(&mode, sizeof(mode), (void *)(inode + SK_KOFF_INODE_MODE))
@@ -382,6 +378,48 @@ static __always_inline s64 sk_file_size(struct sk_event *e)
     if ((mode & SK_S_IFMT) != SK_S_IFREG)
         return -EINVAL;
     return size < 0 ? -EINVAL : size;
+#else
+    return -ENOSYS;
+#endif
+}
+
+/* The length of the regular file that this completion's request (a read, a write, an
+ * fadvise) used, as its inode says now; -ENOSYS also for a request without a file or a CQE
+ * from the overflow list (it names no request). */
+static __always_inline s64 sk_file_size(struct sk_event *e)
+{
+#ifdef SK_KOFF_REQ_FILE
+    u64 file = 0;
+    if (!e->kreq
+        || bpf_probe_read_kernel(&file, sizeof(file), (void *)(e->kreq + SK_KOFF_REQ_FILE)))
+        return -ENOSYS;
+    return sk__inode_size(file);
+#else
+    return -ENOSYS;
+#endif
+}
+
+/* The length of the regular file open as fd in this process (e.g. the fd an openat just
+ * returned: e->res), from the file table of the task that posted the completion -- the
+ * SQPOLL thread or an io-wq worker, which share the process's table. -ENOSYS where the
+ * kernel can't tell (no BTF, fd not open). */
+static __always_inline s64 sk_fd_size(struct sk_event *e, s32 fd)
+{
+#ifdef SK_KOFF_TASK_FILES
+    u64 task = bpf_get_current_task(), files = 0, fdt = 0, arr = 0, file = 0;
+    u32 max = 0;
+    if (fd < 0
+        || bpf_probe_read_kernel(&files, sizeof(files), (void *)(task + SK_KOFF_TASK_FILES))
+        || !files
+        || bpf_probe_read_kernel(&fdt, sizeof(fdt), (void *)(files + SK_KOFF_FILES_FDT))
+        || !fdt
+        || bpf_probe_read_kernel(&max, sizeof(max), (void *)(fdt + SK_KOFF_FDT_MAX))
+        || (u32)fd >= max
+        || bpf_probe_read_kernel(&arr, sizeof(arr), (void *)(fdt + SK_KOFF_FDT_FD))
+        || !arr
+        || bpf_probe_read_kernel(&file, sizeof(file), (void *)(arr + 8 * (u64)(u32)fd)))
+        return -ENOSYS;
+    return file ? sk__inode_size(file) : -ENOSYS;
 #else
     return -ENOSYS;
 #endif

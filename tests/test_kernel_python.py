@@ -430,3 +430,26 @@ def test_file_size_from_python_is_the_inode_s_length(tmp_path):
     finally:
         os.close(fd)
         os.close(dev)
+
+
+@handler
+class FdSize:
+    """Answer at once with the length of the file open as fd."""
+    fd: Arg
+
+    def on_complete(self, e):
+        return sk.finish_value(e, sk.fd_size(e, self.fd))
+
+
+@kernel
+def test_fd_size_from_python_is_the_inode_s_length(tmp_path):
+    from sakura_uring.kernel.btf import file_offsets
+    p = tmp_path / "f"
+    p.write_bytes(os.urandom(4_321))
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        with KernelRing(FdSize) as kr:
+            want = 4_321 if file_offsets() is not None else -errno.ENOSYS
+            assert kr.run(fd, timeout=5).result == want
+    finally:
+        os.close(fd)

@@ -390,12 +390,15 @@ def test_store_u64_round_trips_at_any_alignment():
                 assert r.result == -2 and r.data == (2**64 - 2).to_bytes(8, "little")
 
 
-# ---- a file's length from its inode (sk_file_size), against os.fstat -------------------
+# ---- a file's length from its inode (sk_file_size, sk_fd_size), against os.fstat -------
 
 FILE_SIZE = r"""
-SK_NARGS(2);                       /* fd, 1: ask at a NOP's completion (no file) */
+SK_NARGS(2);     /* fd, how: 0 sk_file_size after a read of fd, 1 after a NOP (no file),
+                    2 sk_fd_size(fd) at once */
 static int on_complete(struct sk_event *e)
 {
+    if (e->step == SK_START && e->r->arg[1] == 2)
+        return sk_finish_value(e, sk_fd_size(e, e->r->arg[0]), 0, 0);
     if (e->step == SK_START)
         return e->r->arg[1] ? sk_nop(e, 1) : sk_read(e, 1, e->r->arg[0], 0, 64, 0);
     return sk_finish_value(e, sk_file_size(e), 0, 0);
@@ -427,8 +430,9 @@ def _kinds_of_file(tmp_path):
     return out
 
 
-def test_file_size_is_the_inode_s_length_for_regular_files_only(tmp_path):
-    known = inode_known()
+def test_file_and_fd_size_are_the_inode_s_length_for_regular_files_only(tmp_path):
+    from sakura_uring.kernel.btf import file_offsets
+    known, fd_known = inode_known(), file_offsets() is not None
     cases = _kinds_of_file(tmp_path)
     try:
         with KernelRing(FILE_SIZE) as kr:
@@ -437,9 +441,17 @@ def test_file_size_is_the_inode_s_length_for_regular_files_only(tmp_path):
                     assert want == os.fstat(fd).st_size
                 got = kr.run(fd, 0, timeout=5).result
                 assert got == (want if known else -errno.ENOSYS), name
+                got = kr.run(fd, 2, timeout=5).result          # the same, by fd
+                assert got == (want if fd_known else -errno.ENOSYS), name
             name, fd, _ = cases[2]
             os.truncate(f"/proc/self/fd/{fd}", 123_457)      # it changes: it says so now
             assert kr.run(fd, 0, timeout=5).result == (123_457 if known else -errno.ENOSYS)
+            assert kr.run(fd, 2, timeout=5).result == (123_457 if fd_known else -errno.ENOSYS)
+            # an fd that is not open, and one past the table: nothing to tell
+            for bad in (os.open("/dev/null", os.O_RDONLY), 1 << 30):
+                if bad < 1 << 30:
+                    os.close(bad)
+                assert kr.run(bad, 2, timeout=5).result == -errno.ENOSYS
             # a request without a file (a NOP): nothing to tell
             assert kr.run(fd, 1, timeout=5).result == -errno.ENOSYS
     finally:

@@ -1,8 +1,8 @@
 /* http.c — an HTTP/1.1 static-file request handler, all in kernel: recv, parse the request
  * line and header, open (beneath the root, as the serving user), find its length and that it
- * is a regular file (fadvise, then the first chunk's read and the inode it read from, through
- * sk_file_size; statx only when those can't tell), send headers and body, then keep-alive
- * (recv again) or close. One request of the KernelRing is one connection.
+ * is a regular file from the new fd's inode (sk_fd_size; statx only on a kernel that can't
+ * tell), send headers and body, then keep-alive (recv again) or close. One request of the
+ * KernelRing is one connection.
  *
  *     kr.call(conn_fd, root_dir_fd, personality)  ->  HandlerResult(result=<responses sent>)
  *
@@ -46,7 +46,7 @@ SK_NARGS(3);                   /* conn_fd, root_dir_fd, personality */
  * bounded loop one iteration at a time and gives up past ~8,000 pending branches, so long
  * work is cut into slices, one completion each. */
 enum { RECV = 1, SCAN, PARSE, OPEN, STATX, READ, SEND, CLOSE_FILE, CLOSE_SOCK, SHUTDOWN, DRAIN,
-       DISCARD, COMPACT, ADVISE, FIRST };
+       DISCARD, COMPACT };
 #define SCAN_STEP    64
 #define PARSE_STEP   32
 #define COMPACT_STEP 64
@@ -61,8 +61,7 @@ enum { F_KEEP = 1, F_HEAD = 2, F_HDR_PENDING = 4, F_CONN_CLOSE = 8, F_CONN_KEEP 
        F_405 = 32768,      /* a method we don't serve */
        F_COLON = 65536,    /* this header line has its colon */
        F_LINE2 = 131072,   /* past the request line */
-       F_LC = 262144,      /* this line has content */
-       F_CHUNK = 524288 }; /* the first CHUNK bytes were read before the statx */
+       F_LC = 262144 };    /* this line has content */
 /* what the connection waits for (v[18]), since v[17] (bpf_ktime_get_ns, CLOCK_MONOTONIC) */
 enum { PH_BUSY = 0, PH_IDLE = 1, PH_HEAD = 2, PH_SEND = 3, PH_LINGER = 4 };
 /* v[]: */
@@ -613,6 +612,20 @@ static __always_inline int read_chunk(struct sk_event *e)
     return sk_read(e, READ, r->FILEFD - 1, BODY_OFF, n, r->FOFF);
 }
 
+/* The file's length is known (from its inode or a statx): the header, then the body in
+ * chunks, the first one sent with the header. */
+static __always_inline int serve_length(struct sk_event *e, struct sk_buf *b, u64 size)
+{
+    struct sk_req *r = e->r;
+    r->SIZE = size;
+    r->FOFF = 0;
+    r->HLEN = put_header(b, 200, size, r->FLAGS & F_KEEP);
+    if ((r->FLAGS & F_HEAD) || size == 0)
+        return start_send(e, BODY_OFF - r->HLEN, r->HLEN);
+    r->FLAGS |= F_HDR_PENDING;
+    return read_chunk(e);
+}
+
 static int on_complete(struct sk_event *e)
 {
     struct sk_req *r = e->r;
@@ -657,59 +670,24 @@ static int on_complete(struct sk_event *e)
         if (n < 0)
             return respond(e, b, n == -EACCES || n == -EPERM ? 403 :
                                  n == -EMFILE || n == -ENFILE ? 503 : 404);
+    {
         r->FILEFD = n + 1;
-        if (r->FLAGS & F_HEAD)
-            return statx_file(e, b, n);
-        /* No statx (io_uring hands every statx to an io-wq worker): fadvise refuses a FIFO
-         * (ESPIPE) before anything is read from it, cancelling the read linked after it;
-         * the first chunk's completion reads the file's inode (FIRST). */
-        if (sk_link(e, 2) || sk_fadvise(e, ADVISE, n, 0, 0, 0 /* POSIX_FADV_NORMAL */))
-            return -EBUSY;
-        return sk_read(e, FIRST, n, BODY_OFF, CHUNK, 0);
-    case ADVISE:                           /* its answer shows in FIRST's (cancelled) */
-        return 0;
-    case FIRST: {
-        if (n == -EISDIR)
-            return respond(e, b, 404);
-        /* The inode's length, read through the request (sk_file_size: no statx, no io-wq):
-         * a regular file whose first read is all of it, or a whole chunk of it, is sent
-         * from here. A FIFO (fadvise refused it: the read was cancelled, nothing read), an
-         * empty file, a failed read, a read that disagrees with the length (the file is
-         * changing) or a kernel that can't tell: the statx decides. */
-        s64 size = n > 0 ? sk_file_size(e) : -ENOSYS;
+        /* The new fd's file, from the file table (sk_fd_size: no statx, which io_uring
+         * always hands to an io-wq worker): a regular file is read in exact chunks from
+         * here, anything else is a 404 before a byte of it is read. A kernel that can't
+         * tell asks statx. */
+        s64 size = sk_fd_size(e, n);
         if (size == -EINVAL)
-            return respond(e, b, 404);     /* a device, a socket...: not a regular file */
-        if (size > 0 && n <= CHUNK && (u64)n == ((u64)size < CHUNK ? (u64)size : CHUNK)) {
-            r->SIZE = size;
-            r->FOFF = n;
-            r->HLEN = put_header(b, 200, size, r->FLAGS & F_KEEP);
-            u32 h = r->HLEN, len = n;
-            if (h > 512 || len > CHUNK)
-                return -EINVAL;
-            return start_send(e, BODY_OFF - h, h + len);
-        }
-        if (n >= CHUNK)                    /* a whole chunk: sent after the statx */
-            r->FLAGS |= F_CHUNK;
-        return statx_file(e, b, r->FILEFD - 1);
+            return respond(e, b, 404);
+        if (size >= 0)
+            return serve_length(e, b, size);
+        return statx_file(e, b, n);
     }
     case STATX: {
         u16 mode = *(u16 *)&b->b[STX_OFF + 28];
         if (n < 0 || (mode & 0170000) != 0100000)
             return respond(e, b, 404);     /* a directory, FIFO, device, ... */
-        r->SIZE = *(u64 *)&b->b[STX_OFF + 40];
-        r->FOFF = 0;
-        r->HLEN = put_header(b, 200, r->SIZE, r->FLAGS & F_KEEP);
-        if ((r->FLAGS & F_HEAD) || r->SIZE == 0)
-            return start_send(e, BODY_OFF - r->HLEN, r->HLEN);
-        if (r->FLAGS & F_CHUNK) {          /* the first chunk is in the buffer already */
-            u32 h = r->HLEN, have = r->SIZE < CHUNK ? r->SIZE : CHUNK;
-            if (h > 512)
-                return -EINVAL;
-            r->FOFF = have;
-            return start_send(e, BODY_OFF - h, h + have);
-        }
-        r->FLAGS |= F_HDR_PENDING;
-        return read_chunk(e);
+        return serve_length(e, b, *(u64 *)&b->b[STX_OFF + 40]);
     }
     case READ: {
         if (n <= 0)                        /* the file shrank or failed: the length is a lie now */

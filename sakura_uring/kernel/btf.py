@@ -1,10 +1,10 @@
-"""Where the running kernel keeps a request's file and that file's length and mode, read
-from its own type information (/sys/kernel/btf/vmlinux), for sk_file_size() in
-bpf/sakura.h.
+"""Where the running kernel keeps a request's file, a task's open files, and a file's
+length and mode, read from its own type information (/sys/kernel/btf/vmlinux), for
+sk_file_size() and sk_fd_size() in bpf/sakura.h.
 
 bcc compiles against whatever header tree this machine has (Debian's 6.1 headers on a
 6.18 kernel, here), so a struct's layout from those headers may be another kernel's; BTF
-describes the kernel that is running. Only four member offsets are wanted, so this reads
+describes the kernel that is running. Only a few member offsets are wanted, so this reads
 BTF's type section directly (the format: the kernel's Documentation/bpf/btf.rst) instead
 of depending on a BTF library. Anything unexpected -- no BTF, another format version, a
 struct or member missing -- gives None, and the handler asks statx instead."""
@@ -23,11 +23,16 @@ _PER_MEMBER = {_KIND_STRUCT: 12, _KIND_UNION: 12, _KIND_ENUM: 8, _KIND_FUNC_PROT
                _KIND_DATASEC: 12, _KIND_ENUM64: 12}
 _QUALIFIERS = {8, 9, 10, 11, 18}      # typedef, volatile, const, restrict, type_tag
 
-# (macro, struct, member): what sk_file_size() follows, request -> file -> inode
+# (macro, struct, member): what sk_file_size() follows, request -> file -> inode, and
+# sk_fd_size(), task -> its file table -> the file of an fd
 WANTED = (("SK_KOFF_REQ_FILE", "io_kiocb", "file"),
           ("SK_KOFF_FILE_INODE", "file", "f_inode"),
           ("SK_KOFF_INODE_SIZE", "inode", "i_size"),
-          ("SK_KOFF_INODE_MODE", "inode", "i_mode"))
+          ("SK_KOFF_INODE_MODE", "inode", "i_mode"),
+          ("SK_KOFF_TASK_FILES", "task_struct", "files"),
+          ("SK_KOFF_FILES_FDT", "files_struct", "fdt"),
+          ("SK_KOFF_FDT_MAX", "fdtable", "max_fds"),
+          ("SK_KOFF_FDT_FD", "fdtable", "fd"))
 
 
 class _Types:

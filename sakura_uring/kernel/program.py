@@ -152,8 +152,8 @@ def program_parts(handler: str, source_name: str, layout: Layout,
     offsets = file_offsets()
     has_req = "req" in tracepoint_fields("io_uring", "io_uring_complete")
     macros["SK_KREQ"] = "(u64)args->req" if has_req and offsets else "0"
-    if has_req and offsets:
-        macros.update(offsets)
+    if offsets:
+        macros.update({k: v for k, v in offsets.items() if has_req or k != "SK_KOFF_REQ_FILE"})
     macros.update({f"SK_OP_{op.name.upper()}": op.opcode for op in _ops.OPS if op.kernel})
     pre = "".join(f"#define {k} {v}\n" for k, v in macros.items())
     return [("<layout>", pre), (str(SDK), SDK.read_text()), (source_name, handler),

@@ -156,6 +156,13 @@ def file_size(e):
 
 
 @_c
+def fd_size(e, fd):
+    """The length of the regular file open as fd in this process (e.g. the fd an openat
+    just returned), from its inode, with no system call; -EINVAL when it is not a regular
+    file, -ENOSYS when this kernel can't tell (then ask statx)."""
+
+
+@_c
 def buf_uaddr(e, off):
     """The user-space address of buffer byte off (for a raw push)."""
 
@@ -175,5 +182,5 @@ def finish_value(e, value, out_off=0, out_len=0):
 
 CALLS = {f.__name__: f for f in (nop, read, write, recv, send, openat, openat2, close, accept,
                                  shutdown, fadvise, statx, link, open_how, count_byte,
-                                 find_byte, compare, load_u64, store_u64, file_size, buf_uaddr,
+                                 find_byte, compare, load_u64, store_u64, file_size, fd_size, buf_uaddr,
                                  finish, finish_value)}
