@@ -399,13 +399,7 @@ class Chain:
         return steps[idx]
 
     def _file(self, f, what: str = "file") -> tuple[int, Any]:
-        if type(f) is Fixed and f.chain is self:       # a slot of this chain: the common case
-            info = self._own(f, what)
-            if info.fills_slot >= 0:
-                return FD_LOCAL_SLOT, info.fills_slot
-        if isinstance(f, Param):
-            return FD_PLAIN, self._bind(f, BIND_FD)
-        if isinstance(f, Fixed):
+        if isinstance(f, Fixed):                 # first: a chain's own slot is the common case
             if f.ring is not None:
                 if not f.ring.is_registered(f):
                     raise ChainError(f"{what} {f!r} is no longer registered with its ring "
@@ -416,6 +410,8 @@ class Chain:
             if info.fills_slot < 0:
                 raise ChainError(f"{what} {f!r} does not name a slot")
             return FD_LOCAL_SLOT, info.fills_slot
+        if isinstance(f, Param):
+            return FD_PLAIN, self._bind(f, BIND_FD)
         if isinstance(f, Step):
             raise TypeError(f"{what} must be a Fixed slot or an fd, not a {type(f).__name__} "
                             f"(only openat/accept/socket steps yield files)")
@@ -435,16 +431,10 @@ class Chain:
         return off
 
     def _path(self, path):
-        if type(path) is bytes and 0 < len(path) <= MAX_PATH and b"\0" not in path:
-            arena = self._arena                 # the common case, checked in one line
-            off = len(arena)
-            arena += path
-            arena.append(0)
-            return off
-        if isinstance(path, Param):
-            return self._bind(path, BIND_PATH)
-        if type(path) is bytes:
+        if type(path) is bytes:                 # the common case first
             raw = path
+        elif isinstance(path, Param):
+            return self._bind(path, BIND_PATH)
         elif isinstance(path, (str, bytes, os.PathLike)):
             raw = os.fsencode(path)
         else:
@@ -647,9 +637,8 @@ class Chain:
             raise ChainError("max_length= goes with a Param length only")
         elif type(length) is not int or not 0 <= length <= MAX_RW:
             _check_int("length", length, 0, MAX_RW)
-        off = offset if type(offset) is int and 0 <= offset < 2**63 else self._offset(offset)
-        if type(exact) is not bool:
-            _check_bool("exact", exact)
+        off = self._offset(offset)
+        _check_bool("exact", exact)
         buf = self._nbufs
         if isinstance(length, Param):
             length.limit = min(length.limit, size)   # before _add: it packs the limit
@@ -952,8 +941,7 @@ class _Shape:
                                for s in fz.steps)
         args[_I_ARENA] = args[_I_CHAIN] = args[_I_CDATA] = None
         self.args = args
-        self.steps_view = ffi.from_buffer("struct sk_step[]", fz.packed)
-        self.buf_len = ffi.new("uint32_t[]", list(fz.buffers) or [0])
+        self.steps_view, _, self.buf_len, _ = native_views(fz)   # no binds: no Params
 
     def frozen_for(self, chain: Chain) -> Frozen:
         args = self.args.copy()

@@ -87,7 +87,7 @@ class Pools:
         tag = self.free_tags.pop()
         n = fz.nslots
         pop = self.free_slots.pop
-        slots: Any = _EMPTY if not n else [pop()] if n == 1 else [pop() for _ in range(n)]
+        slots = _EMPTY if not n else [pop()] if n == 1 else [pop() for _ in range(n)]
         pool_bufs: list[int] = []
         private: Any = _EMPTY
         try:
@@ -99,13 +99,7 @@ class Pools:
             keep = None
             ts = ffi.NULL
             addrs: Any = _EMPTY      # a list when the chain has buffers (no list otherwise)
-            if len(fz.buffers) == 1 and fz.buffers[0] <= self.buffer_size and self.free_bufs:
-                b = self.free_bufs.pop()        # the common case: one buffer from the pool
-                pool_bufs = [b]
-                addrs = [self._buf_addr[b]]
-                self.scratch_idx[0] = b
-                self.scratch_addr[0] = addrs[0]
-            elif fz.buffers:
+            if fz.buffers:
                 addrs = []
                 idx = self.scratch_idx
                 for k, length in enumerate(fz.buffers):
@@ -121,9 +115,7 @@ class Pools:
                         addrs.append(int(ffi.cast("uintptr_t", mem)))
                         idx[k] = -1
                 self.scratch_addr[0:len(addrs)] = addrs
-            if n == 1:
-                self.scratch_slots[0] = slots[0]
-            elif slots:
+            if slots:
                 self.scratch_slots[0:len(slots)] = slots
             if fz.ntimeouts:   # the kernel reads these when it consumes the SQE: keep them
                 ts = ffi.new("struct __kernel_timespec[]", fz.ntimeouts)

@@ -666,11 +666,10 @@ static int on_complete(struct sk_event *e)
             return status;
         return status ? respond(e, b, status) : 0;
     }
-    case OPEN:
+    case OPEN: {
         if (n < 0)
             return respond(e, b, n == -EACCES || n == -EPERM ? 403 :
                                  n == -EMFILE || n == -ENFILE ? 503 : 404);
-    {
         r->FILEFD = n + 1;
         /* The new fd's file, from the file table (sk_fd_size: no statx, which io_uring
          * always hands to an io-wq worker): a regular file is read in exact chunks from

@@ -62,11 +62,15 @@ class _Types:
         start = self._strings + off
         return self._data[start:self._data.index(b"\0", start)].decode()
 
-    def struct_id(self, name: str) -> int | None:
+    def struct_ids(self, names: set[str]) -> dict[str, int]:
+        """{name: type id} of the first struct of each name, in one pass over the types."""
+        out: dict[str, int] = {}
         for i, (kind, name_off, _, _) in enumerate(self.types):
-            if kind == _KIND_STRUCT and name_off and self.name(name_off) == name:
-                return i
-        return None
+            if kind == _KIND_STRUCT and name_off:
+                name = self.name(name_off)
+                if name in names:
+                    out.setdefault(name, i)
+        return out
 
     def member_bits(self, tid: int, member: str) -> int | None:
         """Bit offset of `member` in struct `tid`, looking into anonymous unions/structs."""
@@ -90,9 +94,10 @@ def file_offsets(path: str = VMLINUX) -> dict[str, int] | None:
     try:
         with open(path, "rb") as f:
             types = _Types(f.read())
+        ids = types.struct_ids({sname for _, sname, _ in WANTED})
         out = {}
         for macro, sname, member in WANTED:
-            tid = types.struct_id(sname)
+            tid = ids.get(sname)
             bits = types.member_bits(tid, member) if tid is not None else None
             if bits is None or bits % 8:
                 return None
